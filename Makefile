@@ -1,0 +1,63 @@
+# cnnlab: `make train` trains, `make test` tests. Both install first if needed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install os-datasets data train test test-full lint format tensorboard clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv, install cnnlab with dev extras and the offline Fashion-MNIST
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -e ".[dev]"
+	@$(MAKE) --no-print-directory os-datasets
+	@touch $(STAMP)
+
+# Debian ships the full Fashion-MNIST (dataset-fashion-mnist) under /usr/share/datasets;
+# install it where apt-get can be used without a password, otherwise say how.
+os-datasets:
+	@if dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then \
+	  echo "Fashion-MNIST: Debian package installed (offline)"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "Fashion-MNIST: no apt-get here; it will be downloaded on first use (or run: make data)"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) \
+	    || echo "Fashion-MNIST: apt-get failed; it will be downloaded on first use"; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	  (sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist) \
+	    || echo "Fashion-MNIST: apt-get failed; it will be downloaded on first use"; \
+	else \
+	  echo "Fashion-MNIST offline: run 'sudo apt-get install dataset-fashion-mnist'"; \
+	fi
+
+data: $(STAMP)  ## fetch and verify datasets ahead of time (DATASETS="mnist cifar10" to choose)
+	$(BIN)/python scripts/prepare_data.py $(DATASETS)
+
+train: $(STAMP)  ## train LeNet-5 on Fashion-MNIST (works offline)
+	$(BIN)/python train.py experiment=lenet_fashion $(ARGS)
+
+test: $(STAMP)  ## the fast test suite (what CI runs)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-full: $(STAMP)  ## every test, including long trainings
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)  ## ruff: lint and format check
+	$(BIN)/ruff check src tests scripts train.py eval.py
+	$(BIN)/ruff format --check src tests scripts train.py eval.py
+
+format: $(STAMP)  ## ruff: fix what can be fixed, format
+	$(BIN)/ruff check --fix src tests scripts train.py eval.py
+	$(BIN)/ruff format src tests scripts train.py eval.py
+
+tensorboard: $(STAMP)  ## open TensorBoard on every run in outputs/
+	$(BIN)/tensorboard --logdir outputs --bind_all
+
+clean:  ## remove outputs, caches and the virtualenv (keeps data/)
+	rm -rf outputs/train outputs/eval outputs/sweeps multirun .pytest_cache .ruff_cache $(VENV)
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,106 @@
+"""Checkpoints that describe themselves, and loading them without running pickled code.
+
+Every checkpoint cnnlab writes carries the run's resolved config and the data facts (input
+shape, classes), so eval, predict and the visualisations rebuild the exact net from the
+file alone. Loading always uses ``torch.load(weights_only=True)``: opening a checkpoint from
+the internet must never execute code.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+
+from cnnlab.errors import CheckpointError
+
+KEY = "cnnlab"
+
+
+class RunInfo(pl.Callback):
+    """Adds the run config and data facts to every checkpoint under ``checkpoint['cnnlab']``."""
+
+    def __init__(self, config: dict[str, Any], input_shape, classes):
+        self.info = {
+            "config": config,
+            "input_shape": list(input_shape),
+            "classes": list(classes),
+        }
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        checkpoint[KEY] = self.info
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a cnnlab checkpoint safely; CheckpointError says what is wrong with the file."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        hint = ""
+        if p.parent.is_dir():
+            found = sorted(x.name for x in p.parent.glob("*.ckpt"))
+            hint = f" Checkpoints in {p.parent}: {', '.join(found)}." if found else ""
+        raise CheckpointError(
+            f"ckpt_path={str(path)!r} does not exist.{hint} Checkpoints are written to "
+            f"<run dir>/checkpoints/ (best.ckpt, last.ckpt)."
+        )
+    if p.is_dir():
+        raise CheckpointError(f"ckpt_path={str(path)!r} is a directory; give a .ckpt file in it.")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{p} holds pickled Python objects, not just weights ({first}). cnnlab loads "
+            f"checkpoints with weights_only=True so that opening one cannot run code; "
+            f"re-save it with plain tensors and dicts if you trust its source."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{p} is not a readable PyTorch checkpoint ({type(e).__name__}: "
+            f"{str(e).strip().splitlines()[0] if str(e).strip() else 'empty'}). "
+            f"It may be truncated; use another checkpoint of the run (best.ckpt or last.ckpt)."
+        ) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{p} is not a Lightning checkpoint (no 'state_dict' inside).")
+    if KEY not in ckpt:
+        raise CheckpointError(
+            f"{p} was not written by cnnlab (it lacks the run config needed to rebuild the model)."
+        )
+    return ckpt
+
+
+def build_net(info: dict[str, Any]) -> torch.nn.Module:
+    """Rebuild the net a checkpoint was trained with, from its stored model config."""
+    return instantiate(
+        info["config"]["model"],
+        input_shape=tuple(info["input_shape"]),
+        num_classes=len(info["classes"]),
+    )
+
+
+def load_classifier(path: str | Path):
+    """The trained ImageClassifier (eval mode, CPU) and the checkpoint's run info."""
+    from cnnlab.lit import ImageClassifier
+
+    ckpt = load_checkpoint(path)
+    info = ckpt[KEY]
+    model = ImageClassifier(
+        build_net(info),
+        num_classes=len(info["classes"]),
+        optimizer=info["config"]["optimizer"],
+        scheduler=info["config"].get("scheduler"),
+        class_names=info["classes"],
+    )
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{path}: its weights do not fit the model its config describes ({str(e).splitlines()[0]})."
+        ) from None
+    model.eval()
+    return model, info

@@ -1,0 +1,34 @@
+"""What the entry points share: user errors print one clear message, not a stack trace."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from cnnlab.errors import CnnlabError
+
+log = logging.getLogger("cnnlab")
+
+EXIT_USER_ERROR = 2
+
+
+def run_app(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Run ``fn(cfg)``; a CnnlabError exits with status 2 and its message only.
+
+    In a multirun the error is re-raised instead, so Hydra records that one job as failed
+    and the sweep goes on with the others.
+    """
+    try:
+        return fn(cfg)
+    except CnnlabError as e:
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        log.debug("user error", exc_info=True)
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)

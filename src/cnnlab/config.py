@@ -1,0 +1,74 @@
+"""Config plumbing: where conf/ lives, composing in-process, checking values early."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from cnnlab.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = PROJECT_ROOT / "conf"
+
+# conf/paths/default.yaml anchors outputs/ and data/ at the project, not at the current
+# directory, so `python ../train.py` from anywhere writes to the same place.
+os.environ.setdefault("CNNLAB_ROOT", str(PROJECT_ROOT))
+
+
+def compose_config(
+    config_name: str = "train",
+    overrides: Sequence[str] = (),
+    output_dir: str | Path | None = None,
+) -> DictConfig:
+    """Compose a config the way ``train.py`` would, without starting a Hydra app.
+
+    Used by tests and scripts. ``output_dir`` stands in for Hydra's run directory.
+    """
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+        if output_dir is not None:
+            with open_dict(cfg):
+                cfg.hydra.runtime.output_dir = str(output_dir)
+                cfg.hydra.job.name = config_name
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]  # resolved by now through HydraConfig; the app never sees it
+    return cfg
+
+
+def overrides() -> list[str]:
+    """The command-line overrides of the current run (empty outside Hydra)."""
+    if HydraConfig.initialized():
+        return list(HydraConfig.get().overrides.task)
+    return []
+
+
+def _positive(cfg: DictConfig, key: str, integer: bool, example: str, allow: tuple = ()) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None or value in allow:
+        return
+    kinds = (int,) if integer else (int, float)
+    if not isinstance(value, kinds) or isinstance(value, bool) or not value > 0:
+        what = "integer" if integer else "number"
+        raise ConfigError(f"{key}={value!r} must be a positive {what} (e.g. {example}).")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the values that would otherwise fail late or silently, before any heavy work.
+
+    Values a component owns (dropout, depth, activation...) are checked where they are
+    used, when the model is built, which also happens before any data is loaded.
+    """
+    _positive(cfg, "trainer.max_epochs", True, "trainer.max_epochs=10", allow=(-1,))
+    _positive(cfg, "data.batch_size", True, "data.batch_size=128")
+    _positive(cfg, "optimizer.lr", False, "optimizer.lr=0.001")
+    seed = OmegaConf.select(cfg, "seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed={seed!r} must be a non-negative integer (e.g. seed=0).")

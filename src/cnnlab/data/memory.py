@@ -1,0 +1,128 @@
+"""The in-memory fast path: a split held once as uint8, batches cut by index.
+
+Small image datasets fit in RAM many times over. Holding a split as one uint8 tensor
+(N, C, H, W) and cutting batches by indexing replaces per-sample Python work (PIL image,
+ToTensor, collate) with a single gather. Conversion to float and normalisation happen per
+batch, on the training device (see ``ImageDataModule.on_after_batch_transfer``), so no float
+copy of the dataset ever exists. Train and validation sets are views (index lists) into the
+same storage, and DataLoader workers inherit it through fork instead of copying it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from cnnlab.data.sources import DatasetSpec
+
+
+def load_split(
+    spec: DatasetSpec, data_dir: str | Path, train: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read a verified split with torchvision's reader; return uint8 NCHW images, int64 labels."""
+    ds = spec.tv_class(root=str(data_dir), train=train, download=False)
+    data = ds.data
+    if isinstance(data, np.ndarray):  # CIFAR: N, H, W, C
+        images = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()
+    else:  # MNIST family: N, H, W
+        images = data.unsqueeze(1).contiguous()
+    labels = torch.as_tensor(ds.targets, dtype=torch.long)
+    return images, labels
+
+
+class TensorImageDataset(Dataset):
+    """A view of a uint8 image tensor, indexed by whole batches of positions.
+
+    ``__getitem__`` takes a LongTensor of positions (from ``BatchIndexSampler``) and returns
+    the batch ``(uint8 images, int64 labels)``. ``transform``, if given, maps one HWC uint8
+    numpy image to another (albumentations) and is applied per sample, so every image gets
+    its own random draw.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        indices: torch.Tensor | None = None,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    ):
+        assert images.dtype == torch.uint8 and images.ndim == 4, "expects uint8 NCHW images"
+        self.images = images
+        self.labels = labels
+        self.indices = indices if indices is not None else torch.arange(len(images))
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.indices[positions]
+        x = self.images[idx]
+        if self.transform is not None:
+            x = self._augment(x)
+        return x, self.labels[idx]
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        hwc = x.permute(0, 2, 3, 1).numpy()
+        out = np.stack([self.transform(img) for img in hwc])
+        if out.ndim == 3:  # some transforms drop a singleton channel axis
+            out = out[..., None]
+        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+class BatchIndexSampler(Sampler[torch.Tensor]):
+    """Yields batches of positions: a seeded permutation per epoch, sharded across ranks.
+
+    The permutation depends only on ``(seed, epoch)``, so a run resumed mid-way sees the
+    same batches as an uninterrupted one. Under DDP every rank gets an equal share
+    (padded by wrapping around, as DistributedSampler does).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
+        self.seed, self.drop_last = seed, drop_last
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by Lightning at each epoch start
+        self.epoch = epoch
+
+    def _positions(self) -> torch.Tensor:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        if self.world_size > 1:
+            per_rank = math.ceil(self.n / self.world_size)
+            order = order.repeat(math.ceil(per_rank * self.world_size / self.n))
+            order = order[: per_rank * self.world_size][self.rank :: self.world_size]
+        return order
+
+    def _count(self) -> int:
+        per_rank = math.ceil(self.n / self.world_size)
+        if self.drop_last:
+            return per_rank // self.batch_size
+        return math.ceil(per_rank / self.batch_size)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        order = self._positions()
+        for i in range(self._count()):
+            yield order[i * self.batch_size : (i + 1) * self.batch_size]
+
+    def __len__(self) -> int:
+        return self._count()

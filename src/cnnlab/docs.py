@@ -1,0 +1,46 @@
+"""Tables the README shows, generated from the code so they cannot drift from it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from cnnlab.config import CONFIG_DIR, compose_config
+from cnnlab.models import count_params
+from cnnlab.run import build
+
+DATASETS = ("mnist", "fashion_mnist", "cifar10")
+MODELS = ("mlp", "lenet", "lenet_classic", "alexnet", "vgg", "vgg13", "vgg16", "vgg19")
+
+
+def model_table() -> str:
+    """Markdown: one row per model config, trainable parameters per dataset."""
+    header = "| `model=` | net | " + " | ".join(f"`data={d}`" for d in DATASETS) + " |"
+    lines = [header, "|" + " --- |" * (2 + len(DATASETS))]
+    for model in MODELS:
+        counts, title = [], ""
+        for data in DATASETS:
+            _, classifier = build(
+                compose_config("train", [f"model={model}", f"data={data}"], output_dir=".")
+            )
+            counts.append(f"{count_params(classifier.net):,}")
+            title = classifier.net.title
+        lines.append(f"| `{model}` | {title} | " + " | ".join(counts) + " |")
+    return "\n".join(lines)
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    """Replace what lies between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
+    pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+    if not pattern.search(text):
+        raise ValueError(f"no <!-- {name}:start/end --> block in the text")
+    return pattern.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)
+
+
+def update_readme(path: Path = CONFIG_DIR.parent / "README.md") -> bool:
+    """Regenerate the README's generated blocks; return whether anything changed."""
+    text = path.read_text()
+    new = replace_block(text, "models", model_table())
+    if new != text:
+        path.write_text(new)
+    return new != text

@@ -1,0 +1,112 @@
+"""``ImageClassifier``: the one LightningModule. Any net, any dataset, softmax + cross-entropy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+
+class ImageClassifier(pl.LightningModule):
+    """Trains an injected net with cross-entropy; logs loss and accuracy per split.
+
+    ``optimizer`` and ``scheduler`` are Hydra configs (``_target_`` + arguments, without the
+    params/optimizer argument) kept as plain dicts so checkpoints load with weights_only.
+    A scheduler config may carry Lightning's ``interval`` and ``monitor``; a ``total_steps:
+    null`` (OneCycleLR) is filled in from the trainer.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+        class_names: Sequence[str] | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"], logger=False)
+        self.net = net
+        self.criterion = nn.CrossEntropyLoss()
+        acc = dict(num_classes=num_classes, average="micro", validate_args=False)
+        self.train_acc = MulticlassAccuracy(**acc)
+        self.val_acc = MulticlassAccuracy(**acc)
+        self.test_acc = MulticlassAccuracy(**acc)
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # best validation accuracy so far and its epoch; saved in checkpoints for resuming
+        self.val_acc_best = 0.0
+        self.best_epoch = -1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _shared_step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, y = batch
+        logits = self(x)
+        return self.criterion(logits, y), logits.argmax(dim=1), y
+
+    # -- training ----------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss, preds, y = self._shared_step(batch)
+        self.train_loss(loss.detach())
+        self.train_acc(preds, y)
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss_epoch", self.train_loss)
+        self.log("train/acc", self.train_acc)
+
+    # -- validation / test -------------------------------------------------------------
+    def validation_step(self, batch, batch_idx: int) -> None:
+        loss, preds, y = self._shared_step(batch)
+        self.val_loss(loss, weight=len(y))
+        self.val_acc(preds, y)
+
+    def on_validation_epoch_end(self) -> None:
+        acc = float(self.val_acc.compute())  # already reduced across processes
+        if not self.trainer.sanity_checking:  # the sanity pass is not an epoch
+            if self.best_epoch < 0 or acc > self.val_acc_best:
+                self.val_acc_best, self.best_epoch = acc, self.current_epoch
+            self.log("val/acc_best", self.val_acc_best)
+        self.log("val/loss", self.val_loss, prog_bar=True)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        loss, preds, y = self._shared_step(batch)
+        self.test_loss(loss, weight=len(y))
+        self.test_acc(preds, y)
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/loss", self.test_loss)
+        self.log("test/acc", self.test_acc)
+
+    # -- state that Lightning does not checkpoint by itself ----------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["best"] = {"val_acc": self.val_acc_best, "epoch": self.best_epoch}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        best = checkpoint.get("best", {})
+        self.val_acc_best, self.best_epoch = best.get("val_acc", 0.0), best.get("epoch", -1)
+
+    # -- optimisation ------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = instantiate(dict(self.hparams.optimizer), params=self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        cfg = dict(self.hparams.scheduler)
+        interval = cfg.pop("interval", "epoch")
+        monitor = cfg.pop("monitor", "val/loss")
+        if "total_steps" in cfg and cfg["total_steps"] is None:
+            cfg["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = instantiate(cfg, optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": monitor},
+        }

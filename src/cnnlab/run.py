@@ -1,0 +1,275 @@
+"""What a run does: compose -> check -> instantiate -> fit -> test -> ``metrics.json``.
+
+``train`` and ``evaluate`` take a composed config and return the metrics they wrote, so
+tests drive them in-process exactly as ``train.py`` and ``eval.py`` do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cnnlab.checkpoint import RunInfo, load_classifier
+from cnnlab.config import overrides, validate
+from cnnlab.errors import CheckpointError
+from cnnlab.lit import ImageClassifier
+from cnnlab.models import count_params, layer_table
+
+log = logging.getLogger("cnnlab")
+
+METRICS_FILE = "metrics.json"
+
+
+def configure_torch() -> None:
+    """Process-wide settings every run wants."""
+    # Denormal floats make CPU arithmetic several times slower; small nets' weights and
+    # gradients drift into that range late in training (measured: LeNet-5 ran ~6x slower).
+    torch.set_flush_denormal(True)
+    # The in-memory loaders need no worker processes; Lightning's advice to add some is noise.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+    # an advertisement Lightning prints on every run
+    lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdverts) for f in lightning_log.filters):
+        lightning_log.addFilter(_NoAdverts())
+
+
+class _NoAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "💡 Tip" not in str(record.msg)
+
+
+def write_metrics(output_dir: str | Path, metrics: dict[str, Any]) -> Path:
+    """Write metrics.json atomically: a reader never sees half a file."""
+    path = Path(output_dir) / METRICS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.part")
+    tmp.write_text(json.dumps(metrics, indent=2, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to metrics.json")
+
+
+def _scalar(metrics: dict[str, Any], key: str) -> float | None:
+    value = metrics.get(key)
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _plain(cfg: Any) -> Any:
+    """Config node -> plain dicts/lists (checkpoints must hold no OmegaConf objects)."""
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+
+
+def build(cfg: DictConfig):
+    """Instantiate data and model from the config; no data is read yet."""
+    datamodule = instantiate(cfg.data, _recursive_=False)
+    net = instantiate(
+        cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes
+    )
+    model = ImageClassifier(
+        net,
+        num_classes=datamodule.num_classes,
+        optimizer=_plain(cfg.optimizer),
+        scheduler=_plain(cfg.get("scheduler")),
+        class_names=list(datamodule.classes),
+    )
+    return datamodule, model
+
+
+def _callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+
+
+def _loggers(cfg: DictConfig) -> list:
+    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train (and test) the configured model; write and return the run's metrics."""
+    start = time.perf_counter()
+    output_dir = Path(cfg.paths.output_dir)
+    try:
+        return _train(cfg, output_dir, start)
+    except Exception as e:
+        # a failed run says so in metrics.json, so a sweep's table shows it and a re-run of
+        # the sweep knows to repeat it; nothing is left that looks like a result
+        write_metrics(
+            output_dir,
+            {
+                "status": "failed",
+                "error": f"{type(e).__name__}: {e}",
+                "overrides": overrides(),
+                "wall_time_s": round(time.perf_counter() - start, 2),
+            },
+        )
+        raise
+
+
+def _train(cfg: DictConfig, output_dir: Path, start: float) -> dict[str, Any]:
+    validate(cfg)
+    configure_torch()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule, model = build(cfg)  # bad model/data values fail here, before any data I/O
+    table = layer_table(
+        model.net, datamodule.input_shape, f"{model.net.title} on {datamodule.spec.title}"
+    )
+    (output_dir / "model_summary.txt").write_text(table + "\n")
+    log.info("\n%s", table)
+    datamodule.prepare_data()  # missing or corrupt data fails here, in seconds
+
+    callbacks = _callbacks(cfg)
+    callbacks.append(RunInfo(_plain(cfg), datamodule.input_shape, datamodule.classes))
+    loggers = _loggers(cfg)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    metrics: dict[str, Any] = {
+        "status": "running",
+        "model": model.net.title,
+        "data": datamodule.spec.name,
+        "seed": cfg.seed,
+        "trainable_params": count_params(model.net),
+        "overrides": overrides(),
+    }
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    fit_metrics = dict(trainer.callback_metrics)
+    metrics.update(
+        {
+            "val/acc": _scalar(fit_metrics, "val/acc"),
+            "val/loss": _scalar(fit_metrics, "val/loss"),
+            "val/acc_best": model.val_acc_best if model.best_epoch >= 0 else None,
+            "best_epoch": model.best_epoch if model.best_epoch >= 0 else None,
+            "epochs": trainer.current_epoch,
+            "steps": trainer.global_step,
+        }
+    )
+    if trainer.interrupted:
+        metrics["status"] = "interrupted"
+    elif cfg.get("test", True):
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+        trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
+        metrics["test/acc"] = _scalar(trainer.callback_metrics, "test/acc")
+        metrics["test/loss"] = _scalar(trainer.callback_metrics, "test/loss")
+        metrics["tested_checkpoint"] = Path(best).name if best else "final weights"
+    if metrics["status"] == "running":
+        metrics["status"] = "completed"
+    metrics["wall_time_s"] = round(time.perf_counter() - start, 2)
+    if trainer.is_global_zero:
+        write_metrics(output_dir, metrics)
+        _log_hparams(loggers, cfg, metrics)
+        log.info(_summary_line(output_dir, metrics))
+    return metrics
+
+
+def _log_hparams(loggers: list, cfg: DictConfig, metrics: dict[str, Any]) -> None:
+    """Link the run's hyper-parameters to its final metrics (TensorBoard's HParams tab)."""
+    final = {
+        f"hp/{k.replace('/', '_')}": v
+        for k, v in metrics.items()
+        if k in ("val/acc", "val/acc_best", "test/acc", "test/loss") and v is not None
+    }
+    params = _flatten(
+        {k: _plain(cfg[k]) for k in ("model", "data", "optimizer", "aug", "seed") if k in cfg}
+    )
+    params["trainer.max_epochs"] = cfg.trainer.get("max_epochs")
+    for logger in loggers:
+        logger.log_hyperparams(params, final)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    value = tree if isinstance(tree, (int, float, str, bool)) or tree is None else str(tree)
+    return {prefix.rstrip("."): value}
+
+
+def _summary_line(output_dir: Path, metrics: dict[str, Any]) -> str:
+    parts = [f"Run {metrics['status']}: {output_dir}"]
+    if metrics.get("test/acc") is not None:
+        parts.append(f"test/acc {metrics['test/acc']:.4f}")
+    if metrics.get("val/acc_best") is not None:
+        parts.append(f"best val/acc {metrics['val/acc_best']:.4f} (epoch {metrics['best_epoch']})")
+    parts.append(f"{metrics['epochs']} epochs in {metrics['wall_time_s']:.1f} s")
+    if metrics["status"] == "interrupted":
+        parts.append("resume with ckpt_path=" + str(output_dir / "checkpoints" / "last.ckpt"))
+    return " | ".join(parts)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test a checkpoint on the test split of its dataset (or of ``data=``, if compatible)."""
+    start = time.perf_counter()
+    configure_torch()
+    if not cfg.get("ckpt_path"):
+        raise CheckpointError(
+            "ckpt_path is required: python eval.py ckpt_path=<run>/checkpoints/best.ckpt"
+        )
+    model, info = load_classifier(cfg.ckpt_path)
+    chosen = OmegaConf.select(cfg, "data")
+    data_cfg = OmegaConf.create(info["config"]["data"]) if chosen is None else chosen
+    data_cfg.data_dir = cfg.paths.data_dir
+    data_cfg.aug = None
+    datamodule = instantiate(data_cfg, _recursive_=False)
+    if list(datamodule.input_shape) != info["input_shape"] or len(datamodule.classes) != len(
+        info["classes"]
+    ):
+        raise CheckpointError(
+            f"{cfg.ckpt_path} was trained on {info['config']['data']['name']} "
+            f"(input {info['input_shape']}, {len(info['classes'])} classes) and cannot be tested "
+            f"on {datamodule.spec.name} (input {list(datamodule.input_shape)}); drop data= to use "
+            f"the checkpoint's own dataset."
+        )
+    datamodule.prepare_data()
+    output_dir = Path(cfg.paths.output_dir)
+    trainer = pl.Trainer(
+        accelerator=cfg.get("accelerator", "auto"),
+        devices=1,
+        logger=False,
+        default_root_dir=output_dir,
+        enable_model_summary=False,
+    )
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    metrics = {
+        "status": "completed",
+        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "model": model.net.title,
+        "data": datamodule.spec.name,
+        "test/acc": _scalar(trainer.callback_metrics, "test/acc"),
+        "test/loss": _scalar(trainer.callback_metrics, "test/loss"),
+        "trainable_params": count_params(model.net),
+        "overrides": overrides(),
+        "wall_time_s": round(time.perf_counter() - start, 2),
+    }
+    write_metrics(output_dir, metrics)
+    log.info(
+        "Evaluated %s on %s: test/acc %.4f | %s",
+        cfg.ckpt_path,
+        datamodule.spec.name,
+        metrics["test/acc"],
+        output_dir,
+    )
+    return metrics

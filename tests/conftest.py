@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny datasets in the real on-disk formats, configs composed in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from torchvision import datasets as tvd
+
+from cnnlab.config import compose_config
+from cnnlab.data.synthetic import write_cifar_like, write_mnist_like
+
+FASHION_MIRROR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def tiny_mnist(data_dir: Path) -> Path:
+    write_mnist_like(data_dir, "mnist", n_train=600, n_test=200)
+    return data_dir
+
+
+def patch_cifar_md5(monkeypatch: pytest.MonkeyPatch, sums: dict[str, str]) -> None:
+    """Make torchvision (and cnnlab, which reads the same lists) expect our tiny files' md5."""
+    c = tvd.CIFAR10
+    monkeypatch.setattr(c, "train_list", [[n, sums[n]] for n, _ in c.train_list])
+    monkeypatch.setattr(c, "test_list", [[n, sums[n]] for n, _ in c.test_list])
+    monkeypatch.setattr(c, "meta", {**c.meta, "md5": sums[c.meta["filename"]]})
+
+
+@pytest.fixture
+def tiny_cifar(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    patch_cifar_md5(monkeypatch, write_cifar_like(data_dir, n_train=500, n_test=200))
+    return data_dir
+
+
+def make_cfg(tmp_path: Path, data_dir: Path | None, *overrides: str, config: str = "train"):
+    """A config for a quick, quiet, offline CPU run writing into tmp_path/run."""
+    base = []
+    if config == "train":
+        base = [
+            "trainer.accelerator=cpu",
+            "callbacks.progress_bar.refresh_rate=0",
+            "trainer.num_sanity_val_steps=0",
+        ]
+    if data_dir is not None:
+        base += [f"paths.data_dir={data_dir}", "paths.dataset_mirrors=[]"]
+        if config == "train":
+            base.append("data.download=false")
+    return compose_config(config, [*base, *overrides], output_dir=tmp_path / "run")
+
+
+@pytest.fixture
+def fashion_available() -> bool:
+    if not (FASHION_MIRROR / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    return True

@@ -1,0 +1,154 @@
+"""End-to-end training: in-process through cnnlab.run, and through the real Hydra app."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cnnlab.config import PROJECT_ROOT
+from cnnlab.data.synthetic import write_mnist_like
+from cnnlab.run import evaluate, train
+
+from .conftest import make_cfg
+
+QUICK = ("data.val_size=100", "data.batch_size=50", "optimizer.lr=0.003")
+
+
+def scalars(run_dir: Path) -> dict[str, list[float]]:
+    acc = EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    return {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One short LeNet-5 training on a tiny learnable MNIST-format dataset."""
+    tmp = tmp_path_factory.mktemp("trained")
+    data_dir = tmp / "data"
+    write_mnist_like(data_dir, "mnist", n_train=600, n_test=200)
+    cfg = make_cfg(tmp, data_dir, *QUICK, "trainer.max_epochs=4")
+    return cfg, train(cfg)
+
+
+def test_training_learns_and_writes_metrics_json(trained):
+    cfg, metrics = trained
+    run_dir = Path(cfg.paths.output_dir)
+    on_disk = json.loads((run_dir / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
+    assert metrics["status"] == "completed"
+    assert metrics["test/acc"] > 0.5  # chance is 0.1
+    assert metrics["val/acc_best"] >= metrics["val/acc"] - 1e-9
+    assert 0 <= metrics["best_epoch"] < 4 and metrics["epochs"] == 4
+    assert metrics["trainable_params"] == 61706 and metrics["wall_time_s"] > 0
+    assert metrics["test/loss"] > 0 and metrics["steps"] == 4 * 10
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert "Total params: 61,706" in (run_dir / "model_summary.txt").read_text()
+
+
+def test_tensorboard_events_hold_the_curves(trained):
+    cfg, metrics = trained
+    tags = scalars(Path(cfg.paths.output_dir))
+    assert len(tags["val/acc"]) == 4 and len(tags["train/acc"]) == 4
+    assert tags["val/acc"][-1] == pytest.approx(metrics["val/acc"], abs=1e-6)
+    assert tags["test/acc"] == [pytest.approx(metrics["test/acc"], abs=1e-6)]
+    assert tags["train/loss_epoch"][-1] < tags["train/loss_epoch"][0]
+    assert tags["hp/test_acc"] == [pytest.approx(metrics["test/acc"], abs=1e-6)]
+    assert "lr-Adam" in tags
+
+
+def test_eval_reproduces_the_test_accuracy(trained, tmp_path):
+    cfg, metrics = trained
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt"
+    eval_cfg = make_cfg(tmp_path, Path(cfg.data.data_dir), f"ckpt_path={ckpt}", config="eval")
+    result = evaluate(eval_cfg)
+    assert result["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert (
+        json.loads((tmp_path / "run" / "metrics.json").read_text())["test/acc"]
+        == result["test/acc"]
+    )
+
+
+def test_cifar_format_trains(tiny_cifar, tmp_path):
+    cfg = make_cfg(
+        tmp_path, tiny_cifar, "data=cifar10", "model=lenet", *QUICK, "trainer.max_epochs=2"
+    )
+    metrics = train(cfg)
+    assert metrics["status"] == "completed" and metrics["trainable_params"] == 62006
+    assert metrics["test/acc"] > 0.2
+
+
+def _cli(tmp_path: Path, *args: str, script: str = "train.py") -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("CNNLAB_DATA_DIR", None)
+    return subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / script), f"hydra.run.dir={tmp_path / 'run'}", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_cli_without_data_fails_fast_with_the_fix(tmp_path):
+    start = time.perf_counter()
+    proc = _cli(
+        tmp_path,
+        "model=lenet",
+        "data=mnist",
+        f"paths.data_dir={tmp_path / 'empty'}",
+        "paths.dataset_mirrors=[]",
+        "data.download=false",
+    )
+    assert proc.returncode == 2
+    assert time.perf_counter() - start < 60  # imports included; the check itself takes ms
+    assert "Error: MNIST not found. Tried:" in proc.stderr
+    assert "put the four IDX files (train-images-idx3-ubyte.gz" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_cli_trains_once_the_idx_files_are_placed(tmp_path):
+    data_dir = tmp_path / "data"
+    write_mnist_like(
+        data_dir, "mnist", folder=data_dir, compress=True
+    )  # the four .gz, as downloaded
+    proc = _cli(
+        tmp_path,
+        "model=lenet",
+        "data=mnist",
+        f"paths.data_dir={data_dir}",
+        "paths.dataset_mirrors=[]",
+        "data.download=false",
+        "trainer.max_epochs=1",
+        "trainer.accelerator=cpu",
+        *QUICK,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["overrides"][:2] == [
+        "model=lenet",
+        "data=mnist",
+    ]
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert "Run completed" in proc.stderr + proc.stdout
+
+
+def test_fashion_mnist_one_epoch_beats_85_percent(fashion_available, tmp_path):
+    cfg = make_cfg(
+        tmp_path,
+        None,
+        "experiment=lenet_fashion",
+        "trainer.max_epochs=1",
+        f"paths.data_dir={tmp_path / 'data'}",
+    )
+    metrics = train(cfg)
+    assert metrics["test/acc"] > 0.85, metrics

@@ -1,0 +1,18 @@
+"""Train a classifier: ``python train.py model=lenet data=mnist`` (options: conf/train.yaml)."""
+
+import hydra
+from omegaconf import DictConfig
+
+from cnnlab.cli import run_app
+from cnnlab.run import train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = run_app(train, cfg)
+    # Hydra sweepers (Optuna) optimise the value the task function returns
+    return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
+
+
+if __name__ == "__main__":
+    main()
