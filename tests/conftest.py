@@ -8,6 +8,7 @@ import pytest
 from torchvision import datasets as tvd
 
 from cnnlab.config import compose_config
+from cnnlab.data.sources import ensure_dataset
 from cnnlab.data.synthetic import write_cifar_like, write_mnist_like
 
 FASHION_MIRROR = Path("/usr/share/datasets/fashion-mnist")
@@ -56,8 +57,11 @@ def make_cfg(tmp_path: Path, data_dir: Path | None, *overrides: str, config: str
     return compose_config(config, [*base, *overrides], output_dir=tmp_path / "run")
 
 
-@pytest.fixture
-def fashion_available() -> bool:
+@pytest.fixture(scope="session")
+def fashion_dir(tmp_path_factory) -> Path:
+    """A data_dir holding the real Fashion-MNIST, prepared once from Debian's package."""
     if not (FASHION_MIRROR / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
-    return True
+    data_dir = tmp_path_factory.mktemp("fashion")
+    ensure_dataset("fashion_mnist", data_dir, mirrors=[str(FASHION_MIRROR.parent)], download=False)
+    return data_dir

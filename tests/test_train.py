@@ -142,13 +142,49 @@ def test_cli_trains_once_the_idx_files_are_placed(tmp_path):
     assert "Run completed" in proc.stderr + proc.stdout
 
 
-def test_fashion_mnist_one_epoch_beats_85_percent(fashion_available, tmp_path):
-    cfg = make_cfg(
-        tmp_path,
-        None,
-        "experiment=lenet_fashion",
-        "trainer.max_epochs=1",
-        f"paths.data_dir={tmp_path / 'data'}",
-    )
+def test_fashion_mnist_one_epoch_beats_85_percent(fashion_dir, tmp_path):
+    cfg = make_cfg(tmp_path, fashion_dir, "experiment=lenet_fashion", "trainer.max_epochs=1")
     metrics = train(cfg)
     assert metrics["test/acc"] > 0.85, metrics
+
+
+MODELS = ["mlp", "lenet", "lenet_classic", "alexnet", "vgg"]
+
+
+@pytest.mark.parametrize("data", ["mnist", "cifar10"])
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_trains_on_every_input_format(model, data, tmp_path, tiny_cifar):
+    write_mnist_like(tiny_cifar, "mnist", n_train=300, n_test=100)  # both formats in one dir
+    cfg = make_cfg(
+        tmp_path,
+        tiny_cifar,
+        f"model={model}",
+        f"data={data}",
+        "data.val_size=50",
+        "data.batch_size=32",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "~callbacks.model_checkpoint",
+        "logger=none",
+    )
+    metrics = train(cfg)
+    assert metrics["status"] == "completed" and metrics["steps"] == 3
+    assert 0.0 <= metrics["test/acc"] <= 1.0 and metrics["test/loss"] > 0
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_each_family_beats_chance_on_fashion_mnist(model, fashion_dir, tmp_path):
+    cfg = make_cfg(
+        tmp_path,
+        fashion_dir,
+        "data=fashion_mnist",
+        f"model={model}",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=40",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "~callbacks.model_checkpoint",
+        "logger=none",
+    )
+    metrics = train(cfg)
+    assert metrics["test/acc"] > 0.5, metrics  # chance: 0.1

@@ -18,6 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from pytorch_lightning.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.checkpoint import RunInfo, load_classifier
@@ -140,9 +141,11 @@ def _train(cfg: DictConfig, output_dir: Path, start: float) -> dict[str, Any]:
     log.info("\n%s", table)
     datamodule.prepare_data()  # missing or corrupt data fails here, in seconds
 
-    callbacks = _callbacks(cfg)
-    callbacks.append(RunInfo(_plain(cfg), datamodule.input_shape, datamodule.classes))
     loggers = _loggers(cfg)
+    callbacks = _callbacks(cfg)
+    if not loggers:  # logger=none: a learning-rate monitor would have nowhere to write
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    callbacks.append(RunInfo(_plain(cfg), datamodule.input_shape, datamodule.classes))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     metrics: dict[str, Any] = {
