@@ -15,8 +15,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 
+from cnnlab.config import create
 from cnnlab.errors import CheckpointError
 
 KEY = "cnnlab"
@@ -76,7 +76,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def build_net(info: dict[str, Any]) -> torch.nn.Module:
     """Rebuild the net a checkpoint was trained with, from its stored model config."""
-    return instantiate(
+    return create(
         info["config"]["model"],
         input_shape=tuple(info["input_shape"]),
         num_classes=len(info["classes"]),

@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cnnlab.errors import ConfigError
+from cnnlab.errors import CnnlabError, ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "conf"
@@ -72,3 +75,20 @@ def validate(cfg: DictConfig) -> None:
     seed = OmegaConf.select(cfg, "seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed={seed!r} must be a non-negative integer (e.g. seed=0).")
+
+
+def create(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, but a user error raised inside comes out as itself.
+
+    Hydra wraps every exception of a constructor in InstantiationException; for a bad value
+    the user needs cnnlab's message (which names the value and the fix), not the wrapper.
+    """
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        while cause is not None and not isinstance(cause, CnnlabError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise

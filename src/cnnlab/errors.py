@@ -24,3 +24,7 @@ class ModelError(CnnlabError):
 
 class CheckpointError(CnnlabError):
     """A checkpoint is missing, unreadable, unsafe or belongs to another setup."""
+
+
+class TrainingDiverged(CnnlabError):
+    """The loss became NaN or infinite."""

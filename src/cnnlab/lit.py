@@ -12,6 +12,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from cnnlab.errors import TrainingDiverged
+
 
 class ImageClassifier(pl.LightningModule):
     """Trains an injected net with cross-entropy; logs loss and accuracy per split.
@@ -54,6 +56,8 @@ class ImageClassifier(pl.LightningModule):
     # -- training ----------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, preds, y = self._shared_step(batch)
+        if not torch.isfinite(loss):
+            raise self._diverged(loss)
         self.train_loss(loss.detach())
         self.train_acc(preds, y)
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
@@ -86,6 +90,16 @@ class ImageClassifier(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.log("test/loss", self.test_loss)
         self.log("test/acc", self.test_acc)
+
+    def _diverged(self, loss: torch.Tensor) -> TrainingDiverged:
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        last = getattr(self.trainer.checkpoint_callback, "last_model_path", "")
+        kept = f" The last good checkpoint is kept: {last}." if last else ""
+        return TrainingDiverged(
+            f"Training diverged: the loss became {loss.item()} at epoch {self.current_epoch}, "
+            f"step {self.global_step} (learning rate {lr:g}). The learning rate is probably too "
+            f"high: try optimizer.lr={lr / 10:g}, or batch norm (model.batch_norm=true).{kept}"
+        )
 
     # -- state that Lightning does not checkpoint by itself ----------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ tests drive them in-process exactly as ``train.py`` and ``eval.py`` do.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -17,12 +18,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
-from pytorch_lightning.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor
 
 from cnnlab.checkpoint import RunInfo, load_classifier
-from cnnlab.config import overrides, validate
+from cnnlab.config import create, overrides, validate
 from cnnlab.errors import CheckpointError
 from cnnlab.lit import ImageClassifier
 from cnnlab.models import count_params, layer_table
@@ -84,10 +84,8 @@ def _plain(cfg: Any) -> Any:
 
 def build(cfg: DictConfig):
     """Instantiate data and model from the config; no data is read yet."""
-    datamodule = instantiate(cfg.data, _recursive_=False)
-    net = instantiate(
-        cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes
-    )
+    datamodule = create(cfg.data, _recursive_=False)
+    net = create(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes)
     model = ImageClassifier(
         net,
         num_classes=datamodule.num_classes,
@@ -99,35 +97,69 @@ def build(cfg: DictConfig):
 
 
 def _callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    return [create(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
 
 
 def _loggers(cfg: DictConfig) -> list:
-    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    return [create(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / METRICS_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    """A hash of what determines a run's result; where data and outputs live is left out."""
+    plain = _plain(cfg)
+    for key in ("paths", "ckpt_path", "skip_completed", "auto_resume"):
+        plain.pop(key, None)
+    for key in ("data_dir", "mirrors", "download"):
+        plain.get("data", {}).pop(key, None)
+    return hashlib.sha1(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train (and test) the configured model; write and return the run's metrics."""
+    """Train (and test) the configured model; write and return the run's metrics.
+
+    A run directory that already holds this exact config is reused: a completed run is
+    skipped (its metrics returned), an interrupted one resumes from ``last.ckpt``.
+    """
     start = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
+    key = fingerprint(cfg)
+    previous = read_metrics(output_dir) or {}
+    if previous.get("config_hash") == key:
+        status = previous.get("status")
+        if status == "completed" and cfg.get("skip_completed", True):
+            log.info("Skipping %s: this config already completed there", output_dir)
+            return {**previous, "skipped": True}
+        last = output_dir / "checkpoints" / "last.ckpt"
+        resumable = status in ("running", "interrupted") and last.is_file()
+        if resumable and cfg.get("auto_resume", True) and not cfg.get("ckpt_path"):
+            log.info("Resuming the interrupted run in %s from %s", output_dir, last)
+            cfg = cfg.copy()
+            cfg.ckpt_path = str(last)
     try:
-        return _train(cfg, output_dir, start)
+        return _train(cfg, output_dir, start, key)
     except Exception as e:
         # a failed run says so in metrics.json, so a sweep's table shows it and a re-run of
         # the sweep knows to repeat it; nothing is left that looks like a result
-        write_metrics(
-            output_dir,
-            {
-                "status": "failed",
-                "error": f"{type(e).__name__}: {e}",
-                "overrides": overrides(),
-                "wall_time_s": round(time.perf_counter() - start, 2),
-            },
-        )
+        failed = {
+            "status": "failed",
+            "error": f"{type(e).__name__}: {e}",
+            "overrides": overrides(),
+            "config_hash": key,
+            "wall_time_s": round(time.perf_counter() - start, 2),
+        }
+        write_metrics(output_dir, failed)
         raise
 
 
-def _train(cfg: DictConfig, output_dir: Path, start: float) -> dict[str, Any]:
+def _train(cfg: DictConfig, output_dir: Path, start: float, key: str) -> dict[str, Any]:
     validate(cfg)
     configure_torch()
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -146,7 +178,7 @@ def _train(cfg: DictConfig, output_dir: Path, start: float) -> dict[str, Any]:
     if not loggers:  # logger=none: a learning-rate monitor would have nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     callbacks.append(RunInfo(_plain(cfg), datamodule.input_shape, datamodule.classes))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = create(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     metrics: dict[str, Any] = {
         "status": "running",
@@ -155,7 +187,10 @@ def _train(cfg: DictConfig, output_dir: Path, start: float) -> dict[str, Any]:
         "seed": cfg.seed,
         "trainable_params": count_params(model.net),
         "overrides": overrides(),
+        "config_hash": key,
     }
+    if trainer.is_global_zero:  # claims the directory for this config, should the run crash
+        write_metrics(output_dir, metrics)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     fit_metrics = dict(trainer.callback_metrics)
     metrics.update(
@@ -236,7 +271,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     data_cfg = OmegaConf.create(info["config"]["data"]) if chosen is None else chosen
     data_cfg.data_dir = cfg.paths.data_dir
     data_cfg.aug = None
-    datamodule = instantiate(data_cfg, _recursive_=False)
+    datamodule = create(data_cfg, _recursive_=False)
     if list(datamodule.input_shape) != info["input_shape"] or len(datamodule.classes) != len(
         info["classes"]
     ):

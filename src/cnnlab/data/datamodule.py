@@ -114,11 +114,11 @@ class ImageDataModule(pl.LightningDataModule):
         )
 
     def _build_transform(self):
-        if not self.aug or self.aug.get("name", "none") == "none":
+        if not self.aug:
             return None
         from cnnlab.data.augment import build_augmentation  # albumentations is slow to import
 
-        return build_augmentation(self.aug, self.spec)
+        return build_augmentation(self.aug, self.spec, self.seed)
 
     def _workers(self) -> int:
         if self.num_workers is not None:

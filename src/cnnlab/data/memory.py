@@ -39,9 +39,8 @@ class TensorImageDataset(Dataset):
     """A view of a uint8 image tensor, indexed by whole batches of positions.
 
     ``__getitem__`` takes a LongTensor of positions (from ``BatchIndexSampler``) and returns
-    the batch ``(uint8 images, int64 labels)``. ``transform``, if given, maps one HWC uint8
-    numpy image to another (albumentations) and is applied per sample, so every image gets
-    its own random draw.
+    the batch ``(uint8 images, int64 labels)``. ``transform``, if given, maps a batch of HWC
+    uint8 numpy images and their dataset indices to augmented images (see ``augment.py``).
     """
 
     def __init__(
@@ -49,7 +48,7 @@ class TensorImageDataset(Dataset):
         images: torch.Tensor,
         labels: torch.Tensor,
         indices: torch.Tensor | None = None,
-        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+        transform: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     ):
         assert images.dtype == torch.uint8 and images.ndim == 4, "expects uint8 NCHW images"
         self.images = images
@@ -64,15 +63,9 @@ class TensorImageDataset(Dataset):
         idx = self.indices[positions]
         x = self.images[idx]
         if self.transform is not None:
-            x = self._augment(x)
+            hwc = self.transform(x.permute(0, 2, 3, 1).numpy(), idx.numpy())
+            x = torch.from_numpy(hwc).permute(0, 3, 1, 2).contiguous()
         return x, self.labels[idx]
-
-    def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        hwc = x.permute(0, 2, 3, 1).numpy()
-        out = np.stack([self.transform(img) for img in hwc])
-        if out.ndim == 3:  # some transforms drop a singleton channel axis
-            out = out[..., None]
-        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
 class BatchIndexSampler(Sampler[torch.Tensor]):

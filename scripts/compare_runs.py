@@ -1,0 +1,43 @@
+"""Compare runs in one table: ``python scripts/compare_runs.py outputs/sweeps/dropout [PATH ...]``.
+
+PATHs are run directories, sweep directories or metrics.json files, searched recursively.
+Prints a Markdown table (one row per run; the overrides that differ, then the results).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from cnnlab.cli import EXIT_USER_ERROR
+from cnnlab.compare import find_runs, plot, table, to_csv, to_markdown
+from cnnlab.errors import CnnlabError
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", type=Path)
+    parser.add_argument("--sort", default="test/acc", help="metric to sort by (default: test/acc)")
+    parser.add_argument(
+        "--ascending", action="store_true", help="smallest first (e.g. for test/loss)"
+    )
+    parser.add_argument("--csv", type=Path, help="also write the table as CSV here")
+    parser.add_argument("--plot", type=Path, help="also write a bar chart (PNG) of --sort here")
+    args = parser.parse_args()
+    try:
+        runs = find_runs(args.paths)
+        if not runs:
+            raise CnnlabError(f"No metrics.json under {', '.join(map(str, args.paths))}.")
+        header, rows = table(runs, args.paths, args.sort, not args.ascending)
+        print(to_markdown(header, rows))
+        if args.csv:
+            print(f"\nCSV: {to_csv(header, rows, args.csv)}")
+        if args.plot:
+            print(f"Plot: {plot(runs, args.plot, args.sort)}")
+    except CnnlabError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Figures for TensorBoard and the scripts."""

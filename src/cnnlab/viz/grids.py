@@ -1,0 +1,40 @@
+"""Image grids: sample batches and augmentation previews, for TensorBoard and PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
+
+
+def image_grid(images: torch.Tensor, nrow: int, upscale: int = 2) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> one uint8 (3, H', W') grid, upscaled so 28 px digits are visible."""
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    if upscale > 1:
+        images = images.repeat_interleave(upscale, dim=2).repeat_interleave(upscale, dim=3)
+    return make_grid(images, nrow=nrow, padding=2, pad_value=255)
+
+
+def save_png(grid: torch.Tensor, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid.permute(1, 2, 0).cpu().numpy().astype(np.uint8)).save(path)
+    return path
+
+
+def augmentation_preview(datamodule, n: int = 8, repeats: int = 3) -> torch.Tensor:
+    """First row: ``n`` training images as stored; each further row: a new augmented draw."""
+    dataset = datamodule.train_set
+    positions = torch.arange(n)
+    idx = dataset.indices[positions]
+    rows = [dataset.images[idx]]
+    for r in range(repeats):
+        if dataset.transform is None:
+            break
+        hwc = dataset.transform(rows[0].permute(0, 2, 3, 1).numpy(), idx.numpy() + 7919 * (r + 1))
+        rows.append(torch.from_numpy(hwc).permute(0, 3, 1, 2))
+    return image_grid(torch.cat(rows), nrow=n)

@@ -1,0 +1,91 @@
+"""Augmentation presets: shapes kept, training split only, repeatable under a seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cnnlab.config import compose_config
+from cnnlab.data import ImageDataModule
+from cnnlab.data.augment import build_augmentation
+from cnnlab.data.sources import get_spec
+from cnnlab.errors import ConfigError
+
+
+def aug_cfg(preset: str, *overrides: str) -> dict:
+    return dict(compose_config("train", [f"aug={preset}", *overrides]).aug)
+
+
+def batch(shape, n=16, seed=0):
+    c, h, w = shape
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, c), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("preset", ["light", "strong", "cifar"])
+@pytest.mark.parametrize("data", ["mnist", "cifar10"])
+def test_presets_keep_shape_and_dtype_and_change_images(preset, data):
+    spec = get_spec(data)
+    aug = build_augmentation(aug_cfg(preset), spec, seed=0)
+    x = batch(spec.shape)
+    y = aug(x, np.arange(16))
+    assert y.shape == x.shape and y.dtype == np.uint8
+    assert (y != x).any(axis=(1, 2, 3)).sum() >= 8  # most images changed
+
+
+def test_none_builds_nothing():
+    assert build_augmentation(aug_cfg("none"), get_spec("mnist")) is None
+
+
+def test_repeatable_under_a_seed_and_one_draw_per_image():
+    spec = get_spec("mnist")
+    x = np.repeat(batch(spec.shape, n=1), 8, axis=0)  # the same image eight times
+    positions = np.arange(100, 108)
+
+    def run(seed, pos=positions):
+        return build_augmentation(aug_cfg("light", "aug.affine_p=1.0"), spec, seed=seed)(x, pos)
+
+    a = run(0)
+    assert np.array_equal(a, run(0))  # same seed, same batch: same result, in any process
+    assert not np.array_equal(a, run(1))  # another seed
+    assert not np.array_equal(a, run(0, positions + 8))  # another batch
+    assert len({img.tobytes() for img in a}) == 8  # every copy drew its own transform
+
+
+def test_every_parameter_is_overridable():
+    aug = build_augmentation(
+        aug_cfg("light", "aug.rotate_limit=20", "aug.hflip=0.5"), get_spec("mnist")
+    )
+    names = [type(t).__name__ for t in aug.compose.transforms]
+    assert names == ["HorizontalFlip", "Affine"]
+    affine = aug.compose.transforms[1]
+    assert tuple(affine.rotate) == (-20, 20)
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("+aug.rotation=5", r"Unknown augmentation key\(s\) aug.rotation. Valid: aug.pad_crop"),
+        ("aug.hflip=1.5", r"aug.hflip=1.5 is a probability"),
+        ("aug.rotate_limit=-3", r"aug.rotate_limit=-3 must be a number >= 0"),
+    ],
+)
+def test_bad_values_are_named(override, match):
+    with pytest.raises(ConfigError, match=match):
+        build_augmentation(aug_cfg("light", override), get_spec("mnist"))
+
+
+def test_only_training_batches_are_augmented(tiny_mnist):
+    dm = ImageDataModule(
+        "mnist", str(tiny_mnist), val_size=100, mirrors=[], download=False, aug=aug_cfg("strong")
+    )
+    dm.setup()
+    assert dm.train_set.transform is not None
+    assert dm.val_set.transform is None and dm.test_set.transform is None
+    pos = torch.arange(32)
+    x, _ = dm.train_set[pos]
+    assert x.shape == (32, 1, 28, 28) and x.dtype == torch.uint8
+    assert not torch.equal(x, dm.train_set.images[dm.train_set.indices[pos]])
+    v, _ = dm.val_set[pos]
+    assert torch.equal(v, dm.val_set.images[dm.val_set.indices[pos]])
+    assert dm._workers() > 0  # per-sample augmentation runs in worker processes by default
