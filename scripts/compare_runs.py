@@ -30,7 +30,8 @@ def main() -> int:
         header, rows = table(runs, args.paths, args.sort, not args.ascending)
         print(to_markdown(header, rows))
         if args.csv:
-            print(f"\nCSV: {to_csv(header, rows, args.csv)}")
+            full = table(runs, args.paths, args.sort, not args.ascending, with_path=True)
+            print(f"\nCSV: {to_csv(*full, args.csv)}")
         if args.plot:
             print(f"Plot: {plot(runs, args.plot, args.sort)}")
     except CnnlabError as e:

@@ -92,9 +92,10 @@ def test_comparison_table_has_one_row_per_job_and_the_swept_key(sweep, tmp_path)
     sweep_dir, *_ = sweep
     runs = find_runs([sweep_dir])
     header, rows = table(runs, [sweep_dir], sort="test/acc")
-    assert header[:2] == ["run", "model.dropout"]
+    assert header[0] == "model.dropout"  # the swept value names the run; no path column needed
+    assert table(runs, [sweep_dir], with_path=True)[0][:2] == ["run", "model.dropout"]
     assert len(rows) == 3
-    by_dropout = {row[1]: dict(zip(header, row, strict=True)) for row in rows}
+    by_dropout = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
     for name, metrics in jobs(sweep_dir).items():
         row = by_dropout[name.split("model.dropout=")[1].split(",")[0]]
         if metrics["status"] == "completed":
@@ -104,7 +105,7 @@ def test_comparison_table_has_one_row_per_job_and_the_swept_key(sweep, tmp_path)
             )
         else:
             assert row["status"].startswith("failed: ConfigError: model.dropout=1.5")
-    assert rows[-1][1] == "1.5"  # failed runs sort last
+    assert rows[-1][0] == "1.5"  # failed runs sort last
     md = to_markdown(header, rows)
     assert md.count("\n") == 4 and "| model.dropout |" in md
     assert to_csv(header, rows, tmp_path / "t.csv").read_text().count("\n") == 4
@@ -120,7 +121,7 @@ def test_compare_script_prints_the_table(sweep):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[0].startswith("| run | model.dropout | val/acc |")
+    assert proc.stdout.splitlines()[0].startswith("| model.dropout | val/acc | val/acc_best |")
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ the internet must never execute code.
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -53,11 +54,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        found = re.search(r"(?:GLOBAL|global:?) ([\w.]+)", str(e))
+        if found is None:
+            raise CheckpointError(
+                f"{p} is not a readable PyTorch checkpoint (its content is not a pickle torch "
+                f"can read). It may be truncated; use another checkpoint of the run."
+            ) from None
         raise CheckpointError(
-            f"{p} holds pickled Python objects, not just weights ({first}). cnnlab loads "
-            f"checkpoints with weights_only=True so that opening one cannot run code; "
-            f"re-save it with plain tensors and dicts if you trust its source."
+            f"{p} holds pickled Python objects, not just weights (it would call "
+            f"{found.group(1)} when opened). cnnlab loads checkpoints with weights_only=True "
+            f"so that opening one cannot run code; re-save it with plain tensors and dicts if "
+            f"you trust its source."
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise CheckpointError(

@@ -19,7 +19,14 @@ from cnnlab.errors import CnnlabError
 METRIC_COLUMNS = ("val/acc", "val/acc_best", "test/acc", "test/loss")
 INFO_COLUMNS = ("params", "epochs", "wall_s", "status")
 # overrides that say where things are, not what was trained
-_IGNORED_PREFIXES = ("hydra", "paths.", "data.data_dir", "data.download", "sweep")
+_IGNORED_PREFIXES = (
+    "hydra",
+    "paths.",
+    "data.data_dir",
+    "data.download",
+    "sweep",
+    "callbacks.progress_bar",
+)
 
 
 @dataclass
@@ -93,15 +100,22 @@ def _name(run: Run, roots: Sequence[Path]) -> str:
 
 
 def table(
-    runs: Sequence[Run], roots: Sequence[Path] = (), sort: str = "test/acc", descending: bool = True
+    runs: Sequence[Run],
+    roots: Sequence[Path] = (),
+    sort: str = "test/acc",
+    descending: bool = True,
+    with_path: bool = False,
 ) -> tuple[list[str], list[list[str]]]:
     """Header and rows (as text) of the comparison table, best run first."""
     keys = swept_keys(runs)
-    header = ["run", *keys, *METRIC_COLUMNS, *INFO_COLUMNS]
+    # the run's path is only needed when its swept values do not tell it apart
+    distinct = len({tuple(r.overrides.get(k, "") for k in keys) for r in runs}) == len(runs)
+    named = not (keys and distinct) or with_path
+    header = [*(["run"] if named else []), *keys, *METRIC_COLUMNS, *INFO_COLUMNS]
     rows = []
     for run in sorted(runs, key=lambda r: _sort_key(r, sort, descending)):
         m = run.metrics
-        cells = [_name(run, roots), *(run.overrides.get(k, "") for k in keys)]
+        cells = [*([_name(run, roots)] if named else []), *(run.overrides.get(k, "") for k in keys)]
         cells += [_fmt(m.get(c)) for c in METRIC_COLUMNS]
         params = m.get("trainable_params")
         cells += [

@@ -104,10 +104,19 @@ class ImageClassifier(pl.LightningModule):
     # -- state that Lightning does not checkpoint by itself ----------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["best"] = {"val_acc": self.val_acc_best, "epoch": self.best_epoch}
+        # dropout masks come from torch's RNG: restoring it makes a resumed run repeat exactly
+        checkpoint["rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         best = checkpoint.get("best", {})
         self.val_acc_best, self.best_epoch = best.get("val_acc", 0.0), best.get("epoch", -1)
+        rng = checkpoint.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
 
     # -- optimisation ------------------------------------------------------------------
     def configure_optimizers(self):

@@ -20,7 +20,9 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.utilities import rank_zero_only
 
+from cnnlab.callbacks import InterruptCheckpoint
 from cnnlab.checkpoint import RunInfo, load_classifier
 from cnnlab.config import create, overrides, validate
 from cnnlab.errors import CheckpointError
@@ -145,6 +147,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             cfg.ckpt_path = str(last)
     try:
         return _train(cfg, output_dir, start, key)
+    except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C, SIGTERM: Lightning exits via these
+        last = output_dir / "checkpoints" / "last.ckpt"
+        if rank_zero_only.rank == 0 and last.is_file():
+            previous = read_metrics(output_dir) or {}
+            write_metrics(
+                output_dir,
+                {
+                    **previous,
+                    "status": "interrupted",
+                    "resume_from": str(last),
+                    "wall_time_s": round(time.perf_counter() - start, 2),
+                },
+            )
+            log.warning(
+                "Interrupted. A resumable checkpoint is at %s; continue with the same command plus "
+                "ckpt_path=%s (a sweep re-run resumes it by itself).",
+                last,
+                last,
+            )
+        raise e
     except Exception as e:
         # a failed run says so in metrics.json, so a sweep's table shows it and a re-run of
         # the sweep knows to repeat it; nothing is left that looks like a result
@@ -155,7 +177,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "config_hash": key,
             "wall_time_s": round(time.perf_counter() - start, 2),
         }
-        write_metrics(output_dir, failed)
+        if rank_zero_only.rank == 0:
+            write_metrics(output_dir, failed)
         raise
 
 
@@ -169,8 +192,9 @@ def _train(cfg: DictConfig, output_dir: Path, start: float, key: str) -> dict[st
     table = layer_table(
         model.net, datamodule.input_shape, f"{model.net.title} on {datamodule.spec.title}"
     )
-    (output_dir / "model_summary.txt").write_text(table + "\n")
-    log.info("\n%s", table)
+    if rank_zero_only.rank == 0:
+        (output_dir / "model_summary.txt").write_text(table + "\n")
+        log.info("\n%s", table)
     datamodule.prepare_data()  # missing or corrupt data fails here, in seconds
 
     loggers = _loggers(cfg)
@@ -178,6 +202,7 @@ def _train(cfg: DictConfig, output_dir: Path, start: float, key: str) -> dict[st
     if not loggers:  # logger=none: a learning-rate monitor would have nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     callbacks.append(RunInfo(_plain(cfg), datamodule.input_shape, datamodule.classes))
+    callbacks.append(InterruptCheckpoint(str(output_dir / "checkpoints")))
     trainer: pl.Trainer = create(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     metrics: dict[str, Any] = {
@@ -203,9 +228,7 @@ def _train(cfg: DictConfig, output_dir: Path, start: float, key: str) -> dict[st
             "steps": trainer.global_step,
         }
     )
-    if trainer.interrupted:
-        metrics["status"] = "interrupted"
-    elif cfg.get("test", True):
+    if cfg.get("test", True):
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
         trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
         metrics["test/acc"] = _scalar(trainer.callback_metrics, "test/acc")
@@ -253,8 +276,6 @@ def _summary_line(output_dir: Path, metrics: dict[str, Any]) -> str:
     if metrics.get("val/acc_best") is not None:
         parts.append(f"best val/acc {metrics['val/acc_best']:.4f} (epoch {metrics['best_epoch']})")
     parts.append(f"{metrics['epochs']} epochs in {metrics['wall_time_s']:.1f} s")
-    if metrics["status"] == "interrupted":
-        parts.append("resume with ckpt_path=" + str(output_dir / "checkpoints" / "last.ckpt"))
     return " | ".join(parts)
 
 

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from cnnlab.data.memory import BatchIndexSampler, TensorImageDataset, load_split
+from cnnlab.data.memory import BatchIndexSampler, ResumableLoader, TensorImageDataset, load_split
 from cnnlab.data.sources import DEFAULT_MIRRORS, ensure_dataset, get_spec
 from cnnlab.errors import ConfigError
 
@@ -139,13 +139,18 @@ class ImageDataModule(pl.LightningDataModule):
             world_size=world,
         )
         workers = self._workers() if train else 0
-        return DataLoader(
+        loader = ResumableLoader if train else DataLoader
+        extra = {} if train else {"batch_size": None}  # the sampler yields whole batches
+        return loader(
             dataset,
-            batch_size=None,  # the sampler yields whole batches of positions
             sampler=sampler,
+            # a loader draws its workers' base seed from this generator; without one it would
+            # draw from torch's global RNG and shift dropout masks after a resume
+            generator=torch.Generator().manual_seed(self.seed),
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=self.pin_memory,
+            **extra,
         )
 
     def train_dataloader(self) -> DataLoader:

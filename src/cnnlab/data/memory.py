@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cnnlab.data.sources import DatasetSpec
 
@@ -90,6 +90,7 @@ class BatchIndexSampler(Sampler[torch.Tensor]):
         self.seed, self.drop_last = seed, drop_last
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self.start = 0  # batches of this epoch to skip (set when resuming mid-epoch)
 
     def set_epoch(self, epoch: int) -> None:  # called by Lightning at each epoch start
         self.epoch = epoch
@@ -114,8 +115,36 @@ class BatchIndexSampler(Sampler[torch.Tensor]):
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         order = self._positions()
-        for i in range(self._count()):
+        start, self.start = self.start, 0
+        for i in range(start, self._count()):
             yield order[i * self.batch_size : (i + 1) * self.batch_size]
 
     def __len__(self) -> int:
         return self._count()
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over a ``BatchIndexSampler`` that remembers how far into the epoch it got.
+
+    Lightning saves ``state_dict()`` in every checkpoint and restores it on resume, so a run
+    interrupted mid-epoch continues with exactly the batches it had not yet seen.
+    """
+
+    def __init__(self, dataset: Dataset, sampler: BatchIndexSampler, **kwargs):
+        super().__init__(dataset, batch_size=None, sampler=sampler, **kwargs)
+        self.batches_done = 0
+
+    def __iter__(self):
+        self.batches_done = self.sampler.start
+        for batch in super().__iter__():
+            self.batches_done += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches_done": self.batches_done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        done = state.get("batches_done", 0)
+        # a checkpoint taken at the end of an epoch resumes at the start of the next one
+        self.sampler.start = done if done < len(self.sampler) else 0
+        self.batches_done = self.sampler.start

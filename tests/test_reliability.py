@@ -1,0 +1,268 @@
+"""Crash safety, determinism, safe checkpoints and multi-process training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from cnnlab.checkpoint import load_checkpoint
+from cnnlab.config import PROJECT_ROOT
+from cnnlab.data.synthetic import write_mnist_like
+from cnnlab.errors import CheckpointError, TrainingDiverged
+from cnnlab.run import evaluate, train
+
+from .conftest import make_cfg
+
+QUICK = (
+    "data.val_size=100",
+    "data.batch_size=50",
+    "optimizer.lr=0.003",
+    "trainer.deterministic=true",
+)
+RESULTS = (
+    "val/acc",
+    "val/loss",
+    "val/acc_best",
+    "test/acc",
+    "test/loss",
+    "best_epoch",
+    "epochs",
+    "steps",
+)
+
+
+class SigtermAt(pl.Callback):
+    """Sends this process SIGTERM (as a cluster pre-emption would) after a given step."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def results(metrics: dict) -> dict:
+    return {k: metrics[k] for k in RESULTS}
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("data")
+    write_mnist_like(d, "mnist", n_train=600, n_test=200)
+    return d
+
+
+@pytest.fixture(scope="module")
+def reference(mnist_dir, tmp_path_factory):
+    """An uninterrupted 3-epoch run (dropout on, so the RNG matters)."""
+    tmp = tmp_path_factory.mktemp("reference")
+    metrics = train(make_cfg(tmp, mnist_dir, *QUICK, "trainer.max_epochs=3", "model.dropout=0.3"))
+    return {**metrics, "run_dir": str(tmp / "run")}
+
+
+def test_same_seed_same_metrics(reference, mnist_dir, tmp_path):
+    again = train(
+        make_cfg(tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=3", "model.dropout=0.3")
+    )
+    assert results(again) == results(reference)
+
+
+def test_other_seed_other_metrics(reference, mnist_dir, tmp_path):
+    other = train(
+        make_cfg(tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=3", "model.dropout=0.3", "seed=7")
+    )
+    assert results(other) != results(reference)
+
+
+def test_sigterm_mid_epoch_leaves_a_checkpoint_and_resuming_matches(reference, mnist_dir, tmp_path):
+    cfg = make_cfg(
+        tmp_path / "a",
+        mnist_dir,
+        *QUICK,
+        "trainer.max_epochs=3",
+        "model.dropout=0.3",
+        "+callbacks.sigterm._target_=tests.test_reliability.SigtermAt",
+        "+callbacks.sigterm.step=14",
+    )  # 10 batches per epoch: mid second epoch
+    with pytest.raises(SystemExit):
+        train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    state = load_checkpoint(last)
+    assert state["global_step"] == 14 and state["epoch"] == 1
+    interrupted = json.loads((run_dir / "metrics.json").read_text())
+    assert interrupted["status"] == "interrupted" and interrupted["resume_from"] == str(last)
+
+    resumed = train(
+        make_cfg(
+            tmp_path / "b",
+            mnist_dir,
+            *QUICK,
+            "trainer.max_epochs=3",
+            "model.dropout=0.3",
+            f"ckpt_path={last}",
+        )
+    )
+    assert results(resumed) == results(reference)
+
+
+def test_rerunning_an_interrupted_run_dir_resumes_it(mnist_dir, tmp_path):
+    cfg = make_cfg(
+        tmp_path,
+        mnist_dir,
+        *QUICK,
+        "trainer.max_epochs=2",
+        "+callbacks.sigterm._target_=tests.test_reliability.SigtermAt",
+        "+callbacks.sigterm.step=5",
+    )
+    with pytest.raises(SystemExit):
+        train(cfg)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "interrupted"
+    metrics = train(cfg)  # the same command again, as a re-run sweep or a requeued job does
+    assert metrics["status"] == "completed" and metrics["steps"] == 20 and metrics["epochs"] == 2
+
+
+class BlowUpAt(pl.Callback):
+    """Raises the learning rate absurdly at the start of an epoch, as a bad schedule would."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, *args) -> None:
+        if trainer.current_epoch == self.epoch:
+            for group in trainer.optimizers[0].param_groups:
+                group["lr"] = 1e12
+
+
+def test_nan_loss_stops_with_a_hint_and_keeps_the_last_good_checkpoint(mnist_dir, tmp_path):
+    cfg = make_cfg(
+        tmp_path,
+        mnist_dir,
+        *QUICK,
+        "trainer.max_epochs=5",
+        "optimizer=sgd",
+        "optimizer.momentum=0.0",
+        "optimizer.nesterov=false",
+        "+callbacks.blowup._target_=tests.test_reliability.BlowUpAt",
+        "+callbacks.blowup.epoch=1",
+    )
+    with pytest.raises(
+        TrainingDiverged, match=r"the loss became (nan|inf) at epoch 1.*try optimizer.lr=1e\+11"
+    ) as err:
+        train(cfg)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert f"The last good checkpoint is kept: {last}" in str(err.value)
+    state = load_checkpoint(last)
+    assert state["epoch"] == 0 and all(
+        torch.isfinite(t).all() for t in state["state_dict"].values()
+    )
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "Training diverged" in metrics["error"]
+
+
+class Exploit:
+    """Unpickling this would run os.system: the classic malicious-checkpoint payload."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_checkpoint_never_runs_its_code(tmp_path):
+    marker = tmp_path / "pwned"
+    ckpt = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "cnnlab": {}, "payload": Exploit(marker)}, ckpt)
+    with pytest.raises(CheckpointError, match=r"holds pickled Python objects, not just weights"):
+        load_checkpoint(ckpt)
+    assert not marker.exists()
+    # and through the command line, as eval.py would load it
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "eval.py"),
+            f"ckpt_path={ckpt}",
+            f"hydra.run.dir={tmp_path / 'eval'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "weights_only=True" in proc.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (None, r"ckpt_path='.*missing.ckpt' does not exist"),
+        (b"not a checkpoint at all", r"is not a readable PyTorch checkpoint"),
+        ({"weights": 1}, r"is not a Lightning checkpoint"),
+        ({"state_dict": {}}, r"was not written by cnnlab"),
+    ],
+)
+def test_bad_checkpoints_are_named(tmp_path, content, match):
+    path = tmp_path / "missing.ckpt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        torch.save(content, path)
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(path)
+
+
+def test_checkpoint_of_another_dataset_is_refused(reference, tmp_path, tiny_cifar):
+    ckpt = Path(reference["run_dir"]) / "checkpoints" / "best.ckpt"
+    cfg = make_cfg(tmp_path, tiny_cifar, f"ckpt_path={ckpt}", "data=cifar10", config="eval")
+    with pytest.raises(
+        CheckpointError, match=r"was trained on mnist .* cannot be tested on cifar10"
+    ):
+        evaluate(cfg)
+
+
+def test_ddp_two_cpu_processes(mnist_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "CNNLAB_DATA_DIR": str(mnist_dir), "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "train.py"),
+            "trainer=ddp_cpu",
+            f"hydra.run.dir={run_dir}",
+            "paths.dataset_mirrors=[]",
+            "data.download=false",
+            "trainer.max_epochs=2",
+            "callbacks.progress_bar.refresh_rate=0",
+            *QUICK[:3],
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    assert metrics["steps"] == 2 * 5  # 500 training images / (2 processes x 50)
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert list(run_dir.rglob("metrics.json")) == [run_dir / "metrics.json"]  # rank 0 only
+    # the reduced test accuracy is that of the whole test set: one process re-computes it
+    single = evaluate(
+        make_cfg(
+            tmp_path / "eval",
+            mnist_dir,
+            f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
+            config="eval",
+        )
+    )
+    assert single["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
