@@ -266,3 +266,37 @@ def test_ddp_two_cpu_processes(mnist_dir, tmp_path):
         )
     )
     assert single["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+
+
+def test_resuming_from_another_models_checkpoint_is_refused(reference, mnist_dir, tmp_path):
+    ckpt = Path(reference["run_dir"]) / "checkpoints" / "last.ckpt"
+    cfg = make_cfg(tmp_path, mnist_dir, "model=vgg", f"ckpt_path={ckpt}")
+    with pytest.raises(
+        CheckpointError,
+        match=r"belongs to another setup \(LeNet5 on mnist\) and cannot resume this run \(VGG-11 on mnist\)",
+    ):
+        train(cfg)
+
+
+@pytest.mark.parametrize(
+    "override,first_line",
+    [
+        ("model=resnet", "Could not find 'model/resnet'"),
+        ("data=svhn", "Could not find 'data/svhn'"),
+        ("aug=mixup", "Could not find 'aug/mixup'"),
+        ("model.dropout=1.2", "Error: model.dropout=1.2 is outside [0, 1)"),
+        ("optimizer.lr=-1", "Error: optimizer.lr=-1 must be a positive number"),
+    ],
+)
+def test_bad_command_lines_print_one_clear_message(override, first_line, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "train.py"), override, f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert first_line in proc.stderr
+    assert "Traceback" not in proc.stderr
+    if override.startswith(("model=", "data=", "aug=")):
+        assert "Available options in" in proc.stderr

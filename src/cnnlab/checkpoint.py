@@ -111,3 +111,19 @@ def load_classifier(path: str | Path):
         ) from None
     model.eval()
     return model, info
+
+
+def check_compatible(path: str | Path, net: torch.nn.Module, data_name: str) -> None:
+    """Refuse to resume from a checkpoint of another model or dataset, before training starts."""
+    ckpt = load_checkpoint(path)
+    info = ckpt[KEY]
+    then_data = info["config"]["data"]["name"]
+    then_model = info["config"]["model"]["_target_"].rsplit(".", 1)[-1]
+    expected = {f"net.{k}": tuple(v.shape) for k, v in net.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    if then_data != data_name or expected != found:
+        raise CheckpointError(
+            f"{path} belongs to another setup ({then_model} on {then_data}) and cannot resume this "
+            f"run ({getattr(net, 'title', type(net).__name__)} on {data_name}). "
+            f"Resume with the model= and data= of that run, or drop ckpt_path to start afresh."
+        )

@@ -32,3 +32,23 @@ def run_app(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         log.debug("user error", exc_info=True)
         print(f"Error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+
+
+def parse_key_values(
+    argv: list[str], required: tuple[str, ...] = (), optional: dict[str, str] | None = None
+) -> dict[str, str]:
+    """``key=value`` arguments (Hydra's style) for the small scripts; CnnlabError on misuse."""
+    optional = optional or {}
+    out = dict(optional)
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in (*required, *optional):
+            raise CnnlabError(
+                f"Unexpected argument {arg!r}. Expected key=value with keys: "
+                f"{', '.join((*required, *optional))}."
+            )
+        out[key] = value
+    missing = [k for k in required if not out.get(k)]
+    if missing:
+        raise CnnlabError(f"Missing {', '.join(f'{k}=...' for k in missing)}.")
+    return out

@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from cnnlab.errors import TrainingDiverged
 
@@ -44,6 +44,10 @@ class ImageClassifier(pl.LightningModule):
         # best validation accuracy so far and its epoch; saved in checkpoints for resuming
         self.val_acc_best = 0.0
         self.best_epoch = -1
+        # confusion matrices of the last validation / test epoch, for the diagnostics
+        self.val_confmat = MulticlassConfusionMatrix(num_classes, validate_args=False)
+        self.test_confmat = MulticlassConfusionMatrix(num_classes, validate_args=False)
+        self.confusion: dict[str, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -72,6 +76,7 @@ class ImageClassifier(pl.LightningModule):
         loss, preds, y = self._shared_step(batch)
         self.val_loss(loss, weight=len(y))
         self.val_acc(preds, y)
+        self.val_confmat.update(preds, y)
 
     def on_validation_epoch_end(self) -> None:
         acc = float(self.val_acc.compute())  # already reduced across processes
@@ -81,15 +86,33 @@ class ImageClassifier(pl.LightningModule):
             self.log("val/acc_best", self.val_acc_best)
         self.log("val/loss", self.val_loss, prog_bar=True)
         self.log("val/acc", self.val_acc, prog_bar=True)
+        self._log_confusion("val", self.val_confmat)
+
+    def _log_confusion(self, split: str, confmat: MulticlassConfusionMatrix) -> None:
+        cm = confmat.compute()  # reduced across processes
+        confmat.reset()
+        self.confusion[split] = cm.cpu()
+        if self.trainer.sanity_checking:
+            return
+        per_class = cm.diag() / cm.sum(dim=1).clamp_min(1)
+        names = self.hparams.class_names or [str(i) for i in range(len(per_class))]
+        self.log_dict(
+            {
+                f"{split}/acc_class/{n.replace('/', '-')}": a
+                for n, a in zip(names, per_class, strict=True)
+            }
+        )
 
     def test_step(self, batch, batch_idx: int) -> None:
         loss, preds, y = self._shared_step(batch)
         self.test_loss(loss, weight=len(y))
         self.test_acc(preds, y)
+        self.test_confmat.update(preds, y)
 
     def on_test_epoch_end(self) -> None:
         self.log("test/loss", self.test_loss)
         self.log("test/acc", self.test_acc)
+        self._log_confusion("test", self.test_confmat)
 
     def _diverged(self, loss: torch.Tensor) -> TrainingDiverged:
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]

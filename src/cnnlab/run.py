@@ -23,11 +23,12 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_only
 
 from cnnlab.callbacks import InterruptCheckpoint
-from cnnlab.checkpoint import RunInfo, load_classifier
+from cnnlab.checkpoint import RunInfo, check_compatible, load_classifier
 from cnnlab.config import create, overrides, validate
 from cnnlab.errors import CheckpointError
 from cnnlab.lit import ImageClassifier
 from cnnlab.models import count_params, layer_table
+from cnnlab.viz.figures import bar_figure, confusion_figure, save
 
 log = logging.getLogger("cnnlab")
 
@@ -195,6 +196,8 @@ def _train(cfg: DictConfig, output_dir: Path, start: float, key: str) -> dict[st
     if rank_zero_only.rank == 0:
         (output_dir / "model_summary.txt").write_text(table + "\n")
         log.info("\n%s", table)
+    if cfg.get("ckpt_path"):
+        check_compatible(cfg.ckpt_path, model.net, datamodule.spec.name)
     datamodule.prepare_data()  # missing or corrupt data fails here, in seconds
 
     loggers = _loggers(cfg)
@@ -323,6 +326,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "overrides": overrides(),
         "wall_time_s": round(time.perf_counter() - start, 2),
     }
+    cm = model.confusion["test"]
+    classes = list(datamodule.classes)
+    per_class = (cm.diag() / cm.sum(dim=1).clamp_min(1)).tolist()
+    metrics["test/acc_per_class"] = dict(zip(classes, per_class, strict=True))
+    metrics["test/confusion_matrix"] = cm.tolist()
+    save(
+        confusion_figure(cm, classes, f"Test ({Path(cfg.ckpt_path).name})"),
+        output_dir / "confusion_matrix.png",
+    )
+    save(
+        bar_figure(classes, per_class, "Test accuracy per class"),
+        output_dir / "accuracy_per_class.png",
+    )
     write_metrics(output_dir, metrics)
     log.info(
         "Evaluated %s on %s: test/acc %.4f | %s",

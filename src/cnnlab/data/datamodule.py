@@ -12,10 +12,23 @@ import torch
 from torch.utils.data import DataLoader
 
 from cnnlab.data.memory import BatchIndexSampler, ResumableLoader, TensorImageDataset, load_split
-from cnnlab.data.sources import DEFAULT_MIRRORS, ensure_dataset, get_spec
+from cnnlab.data.sources import DEFAULT_MIRRORS, DatasetSpec, ensure_dataset, get_spec
 from cnnlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+def normalization(spec: DatasetSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) with (x / 255 - mean) / std == x * scale - shift: one multiply-add."""
+    mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std).view(1, -1, 1, 1)
+    return 1.0 / (255.0 * std), mean / std
+
+
+def normalize(x: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
+    """uint8 images (N, C, H, W) of ``spec``'s dataset -> the float input its models expect."""
+    scale, shift = normalization(spec)
+    return torch.addcmul(-shift.to(x.device), x.float(), scale.to(x.device))
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -62,11 +75,6 @@ class ImageDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.train_set = self.val_set = self.test_set = None
-        mean = torch.tensor(self.spec.mean).view(1, -1, 1, 1)
-        std = torch.tensor(self.spec.std).view(1, -1, 1, 1)
-        # x_norm = (x / 255 - mean) / std  ==  x * scale - shift, one fused multiply-add
-        self._scale = 1.0 / (255.0 * std)
-        self._shift = mean / std
 
     # -- facts the model needs ---------------------------------------------------------
     @property
@@ -165,9 +173,7 @@ class ImageDataModule(pl.LightningDataModule):
     # -- normalisation -------------------------------------------------------------------
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images (N, C, H, W) -> normalised float32, on x's device."""
-        scale = self._scale.to(x.device)
-        shift = self._shift.to(x.device)
-        return torch.addcmul(-shift, x.float(), scale)
+        return normalize(x, self.spec)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, y = batch

@@ -1,0 +1,35 @@
+"""Look inside a trained net: ``python scripts/inspect_checkpoint.py ckpt_path=... image=PATH [out_dir=DIR]``.
+
+Writes the learned filters of every conv layer and the feature maps of the image after each
+conv block as PNGs (default out_dir: next to the checkpoint, in figures/).
+"""
+
+import sys
+from pathlib import Path
+
+from cnnlab.checkpoint import load_classifier
+from cnnlab.cli import EXIT_USER_ERROR, parse_key_values
+from cnnlab.data.datamodule import normalize
+from cnnlab.data.sources import get_spec
+from cnnlab.errors import CnnlabError
+from cnnlab.predict import open_image, to_input
+from cnnlab.viz.network import save_network_figures
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args = parse_key_values(argv, required=("ckpt_path", "image"), optional={"out_dir": ""})
+        model, info = load_classifier(args["ckpt_path"])
+        x = to_input(open_image(args["image"]), tuple(info["input_shape"]))
+    except CnnlabError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    out = Path(args["out_dir"] or Path(args["ckpt_path"]).parent.parent / "figures")
+    x = normalize(x, get_spec(info["config"]["data"]["name"]))
+    for path in save_network_figures(model.net, x, out):
+        print(f"Saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,166 @@
+"""Matplotlib figures of what a classifier does: confusion matrix, mistakes, filters, feature maps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are written to files and TensorBoard, never shown on a screen
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+
+def save(fig: plt.Figure, path: str | Path, dpi: int = 90) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def confusion_figure(
+    cm: torch.Tensor, classes: Sequence[str], title: str = "Confusion matrix"
+) -> plt.Figure:
+    """Counts per (true, predicted) class, with per-class accuracy in the row labels."""
+    cm = cm.cpu().numpy()
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(0.55 * n + 3, 0.5 * n + 2))
+    ax.imshow(cm, cmap="Blues")
+    per_class = np.divide(np.diag(cm), cm.sum(1), out=np.zeros(n), where=cm.sum(1) > 0)
+    ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(
+        range(n), [f"{c} ({a:.0%})" for c, a in zip(classes, per_class, strict=True)], fontsize=8
+    )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true (class accuracy)")
+    threshold = cm.max() / 2 if cm.size else 0
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j]:
+                ax.text(
+                    j,
+                    i,
+                    int(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if cm[i, j] > threshold else "black",
+                )
+    total = cm.sum()
+    ax.set_title(f"{title}: accuracy {np.trace(cm) / max(total, 1):.2%} of {int(total)}")
+    fig.tight_layout()
+    return fig
+
+
+def _show(ax: plt.Axes, image: np.ndarray, title: str = "", cmap: str = "gray", **kw) -> None:
+    ax.imshow(image.squeeze(), cmap=cmap, **kw)
+    ax.set_title(title, fontsize=7)
+    ax.axis("off")
+
+
+def to_display(images: torch.Tensor) -> np.ndarray:
+    """Float or uint8 (N, C, H, W) -> (N, H, W, C) floats in [0, 1], each image stretched."""
+    x = images.detach().float().cpu()
+    lo = x.amin(dim=(1, 2, 3), keepdim=True)
+    hi = x.amax(dim=(1, 2, 3), keepdim=True)
+    return ((x - lo) / (hi - lo).clamp_min(1e-8)).permute(0, 2, 3, 1).numpy()
+
+
+def mistakes_figure(
+    images: torch.Tensor,
+    true: Sequence[int],
+    pred: Sequence[int],
+    conf: Sequence[float],
+    classes: Sequence[str],
+    cols: int = 8,
+) -> plt.Figure:
+    """Misclassified images titled true -> predicted (confidence)."""
+    n = len(images)
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.5), squeeze=False)
+    shown = to_display(images)
+    for k, ax in enumerate(axes.flat):
+        if k < n:
+            _show(ax, shown[k], f"{classes[true[k]]}\n→ {classes[pred[k]]} {conf[k]:.0%}")
+        else:
+            ax.axis("off")
+    fig.suptitle("Misclassified test images: true → predicted (confidence)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def filters_figure(conv: nn.Conv2d, title: str, max_filters: int = 64) -> plt.Figure:
+    """One tile per output channel: RGB when the layer sees 3 channels, else the channel mean."""
+    w = conv.weight.detach().cpu()[:max_filters]
+    tiles = w if w.shape[1] == 3 else w.mean(dim=1, keepdim=True)
+    shown = to_display(tiles)
+    cols = min(16, len(shown))
+    rows = -(-len(shown) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.6, rows * 0.6 + 0.4), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k < len(shown):
+            _show(ax, shown[k], interpolation="nearest")
+        else:
+            ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def feature_maps(net: nn.Sequential, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Activations of one input after each conv block (the activation following each conv)."""
+    names = [n for n, _ in net.named_children()]
+    convs = [n for n, m in net.named_children() if isinstance(m, nn.Conv2d)]
+    # a conv block ends at its activation: the first activation after the conv
+    targets = {}
+    for conv in convs:
+        after = names[names.index(conv) + 1 :]
+        target = next((n for n in after if n.endswith("_act")), conv)
+        targets[target] = conv
+    maps: dict[str, torch.Tensor] = {}
+    hooks = [
+        getattr(net, name).register_forward_hook(
+            lambda _m, _i, out, conv=conv: maps.__setitem__(conv, out.detach()[0].cpu())
+        )
+        for name, conv in targets.items()
+    ]
+    was_training = net.training
+    try:
+        net.eval()
+        with torch.no_grad():
+            net(x[:1])
+    finally:
+        net.train(was_training)
+        for h in hooks:
+            h.remove()
+    return maps
+
+
+def feature_map_figure(fmap: torch.Tensor, title: str, max_maps: int = 32) -> plt.Figure:
+    """One tile per channel of a (C, H, W) activation."""
+    shown = to_display(fmap[:max_maps].unsqueeze(1))
+    cols = min(8, len(shown))
+    rows = -(-len(shown) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9 + 0.4), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k < len(shown):
+            _show(ax, shown[k], cmap="viridis")
+        else:
+            ax.axis("off")
+    fig.suptitle(f"{title}: {fmap.shape[0]} maps of {fmap.shape[1]}x{fmap.shape[2]}", fontsize=9)
+    return fig
+
+
+def bar_figure(labels: Sequence[str], values: Sequence[float], title: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(5, 0.35 * len(labels) + 1))
+    order = np.argsort(values)
+    ax.barh([labels[i] for i in order], [values[i] for i in order], color="C0")
+    for y, i in enumerate(order):
+        ax.text(values[i], y, f" {values[i]:.1%}", va="center", fontsize=8)
+    ax.set_xlim(0, 1.1)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
