@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install os-datasets data train test test-full lint format tensorboard clean
+.PHONY: help install os-datasets data train test test-full bench lint format tensorboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ test: $(STAMP)  ## the fast test suite (what CI runs)
 
 test-full: $(STAMP)  ## every test, including long trainings
 	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)  ## throughput and memory: raw loop vs cnnlab vs torchvision pipeline
+	$(BIN)/python scripts/benchmark.py $(ARGS)
 
 lint: $(STAMP)  ## ruff: lint and format check
 	$(BIN)/ruff check src tests scripts train.py eval.py

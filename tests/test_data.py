@@ -74,3 +74,19 @@ def test_cifar_images_are_read_channels_first(tiny_cifar):
     x, _ = dm.test_set[torch.arange(4)]
     assert x.shape == (4, 3, 32, 32) and x.dtype == torch.uint8
     assert dm.normalize(x).shape == (4, 3, 32, 32)
+
+
+def test_mnist_size_split_is_held_once_as_uint8_and_shared_with_the_loader(tmp_path):
+    from cnnlab.data.synthetic import write_mnist_like
+
+    write_mnist_like(tmp_path, "mnist", n_train=60000, n_test=10000)
+    dm = ImageDataModule("mnist", str(tmp_path), mirrors=[], download=False, num_workers=2)
+    dm.setup()
+    loader = dm.train_dataloader()
+    ptrs = {
+        ds.images.untyped_storage().data_ptr() for ds in (dm.train_set, dm.val_set, loader.dataset)
+    }
+    assert len(ptrs) == 1  # one storage behind the train view, the val view and the loader
+    assert dm.train_set.images.dtype == torch.uint8
+    assert dm.train_set.images.untyped_storage().nbytes() == 60000 * 28 * 28  # 47 MB, no float copy
+    assert loader.dataset is dm.train_set and loader.num_workers == 2  # workers fork, not copy

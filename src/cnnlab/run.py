@@ -28,6 +28,7 @@ from cnnlab.config import create, overrides, validate
 from cnnlab.errors import CheckpointError
 from cnnlab.lit import ImageClassifier
 from cnnlab.models import count_params, layer_table
+from cnnlab.resources import peak_rss_mb
 from cnnlab.viz.figures import bar_figure, confusion_figure, save
 
 log = logging.getLogger("cnnlab")
@@ -95,6 +96,8 @@ def build(cfg: DictConfig):
         optimizer=_plain(cfg.optimizer),
         scheduler=_plain(cfg.get("scheduler")),
         class_names=list(datamodule.classes),
+        channels_last=cfg.get("channels_last", False),
+        compile=cfg.get("compile", False),
     )
     return datamodule, model
 
@@ -240,6 +243,7 @@ def _train(cfg: DictConfig, output_dir: Path, start: float, key: str) -> dict[st
     if metrics["status"] == "running":
         metrics["status"] = "completed"
     metrics["wall_time_s"] = round(time.perf_counter() - start, 2)
+    metrics["peak_rss_mb"] = peak_rss_mb()
     if trainer.is_global_zero:
         write_metrics(output_dir, metrics)
         _log_hparams(loggers, cfg, metrics)

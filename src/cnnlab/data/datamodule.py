@@ -52,6 +52,7 @@ class ImageDataModule(pl.LightningDataModule):
         mirrors: Sequence[str] = DEFAULT_MIRRORS,
         aug: Mapping[str, Any] | None = None,
         pin_memory: bool = False,
+        resident: bool = False,
     ):
         super().__init__()
         self.spec = get_spec(name)
@@ -74,6 +75,9 @@ class ImageDataModule(pl.LightningDataModule):
         self.transform = None  # set in setup(): albumentations pipeline for training
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        # GPU-resident path: the whole split on the training device, augmented there in batches
+        self.resident = resident
+        self.batch_aug = None
         self.train_set = self.val_set = self.test_set = None
 
     # -- facts the model needs ---------------------------------------------------------
@@ -108,7 +112,22 @@ class ImageDataModule(pl.LightningDataModule):
         # the validation split depends on split_seed only, never on the run's seed, so every
         # run of a sweep is validated on the same images
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
-        self.transform = self._build_transform()
+        if self.resident:
+            device = (
+                self.trainer.strategy.root_device
+                if self.trainer is not None
+                else torch.device("cpu")
+            )
+            train_x, train_y, test_x, test_y, perm = (
+                t.to(device) for t in (train_x, train_y, test_x, test_y, perm)
+            )
+            from cnnlab.data.augment import BatchAugmentation
+
+            self.batch_aug = (
+                BatchAugmentation.from_config(self.aug, self.seed) if self.aug else None
+            )
+        else:
+            self.transform = self._build_transform()
         self.train_set = TensorImageDataset(train_x, train_y, perm[self.val_size :], self.transform)
         self.val_set = TensorImageDataset(train_x, train_y, perm[: self.val_size])
         self.test_set = TensorImageDataset(test_x, test_y)
@@ -177,4 +196,6 @@ class ImageDataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, y = batch
+        if self.batch_aug is not None and self.trainer is not None and self.trainer.training:
+            x = self.batch_aug(x)
         return self.normalize(x), y

@@ -93,21 +93,28 @@ def mistakes_figure(
     return fig
 
 
-def filters_figure(conv: nn.Conv2d, title: str, max_filters: int = 64) -> plt.Figure:
-    """One tile per output channel: RGB when the layer sees 3 channels, else the channel mean."""
-    w = conv.weight.detach().cpu()[:max_filters]
-    tiles = w if w.shape[1] == 3 else w.mean(dim=1, keepdim=True)
-    shown = to_display(tiles)
-    cols = min(16, len(shown))
+def _tiles(images: torch.Tensor, title: str, max_cols: int, inches: float, **show) -> plt.Figure:
+    """A grid of (N, C, H, W) images, each stretched to its own range."""
+    shown = to_display(images)
+    cols = min(max_cols, len(shown))
     rows = -(-len(shown) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.6, rows * 0.6 + 0.4), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(cols * inches, rows * inches + 0.4), squeeze=False
+    )
     for k, ax in enumerate(axes.flat):
         if k < len(shown):
-            _show(ax, shown[k], interpolation="nearest")
+            _show(ax, shown[k], **show)
         else:
             ax.axis("off")
     fig.suptitle(title, fontsize=9)
     return fig
+
+
+def filters_figure(conv: nn.Conv2d, title: str, max_filters: int = 64) -> plt.Figure:
+    """One tile per output channel: RGB when the layer sees 3 channels, else the channel mean."""
+    w = conv.weight.detach().cpu()[:max_filters]
+    tiles = w if w.shape[1] == 3 else w.mean(dim=1, keepdim=True)
+    return _tiles(tiles, title, max_cols=16, inches=0.6, interpolation="nearest")
 
 
 def feature_maps(net: nn.Sequential, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -141,17 +148,14 @@ def feature_maps(net: nn.Sequential, x: torch.Tensor) -> dict[str, torch.Tensor]
 
 def feature_map_figure(fmap: torch.Tensor, title: str, max_maps: int = 32) -> plt.Figure:
     """One tile per channel of a (C, H, W) activation."""
-    shown = to_display(fmap[:max_maps].unsqueeze(1))
-    cols = min(8, len(shown))
-    rows = -(-len(shown) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9 + 0.4), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        if k < len(shown):
-            _show(ax, shown[k], cmap="viridis")
-        else:
-            ax.axis("off")
-    fig.suptitle(f"{title}: {fmap.shape[0]} maps of {fmap.shape[1]}x{fmap.shape[2]}", fontsize=9)
-    return fig
+    c, h, w = fmap.shape
+    return _tiles(
+        fmap[:max_maps].unsqueeze(1),
+        f"{title}: {c} maps of {h}x{w}",
+        max_cols=8,
+        inches=0.9,
+        cmap="viridis",
+    )
 
 
 def bar_figure(labels: Sequence[str], values: Sequence[float], title: str) -> plt.Figure:

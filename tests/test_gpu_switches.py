@@ -1,0 +1,68 @@
+"""GPU switches, exercised on CPU: channels-last, torch.compile, bf16-mixed, the resident data path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cnnlab.data.augment import BatchAugmentation
+from cnnlab.errors import ConfigError
+from cnnlab.lit import ImageClassifier
+from cnnlab.models import LeNet5
+from cnnlab.run import train
+
+from .conftest import make_cfg
+
+ADAM = {"_target_": "torch.optim.Adam", "lr": 1e-3}
+
+
+@pytest.mark.parametrize("switch", [{"channels_last": True}, {"compile": "eager"}])
+def test_switches_compute_the_same_function(switch):
+    torch.manual_seed(0)
+    net = LeNet5((3, 32, 32), 10)
+    plain = ImageClassifier(net, 10, ADAM).eval()
+    x = torch.randn(4, 3, 32, 32)
+    expected = plain(x)
+    switched = ImageClassifier(net, 10, ADAM, **switch).eval()
+    assert torch.allclose(switched(x), expected, atol=1e-5)
+    assert set(switched.state_dict()) == set(plain.state_dict())  # checkpoints stay interchangeable
+
+
+def test_all_switches_train_together_on_cpu(tiny_mnist, tmp_path):
+    cfg = make_cfg(
+        tmp_path,
+        tiny_mnist,
+        "data.val_size=100",
+        "data.batch_size=50",
+        "trainer.max_epochs=1",
+        "trainer.precision=bf16-mixed",
+        "channels_last=true",
+        "compile=eager",
+        "data.resident=true",
+        "aug=cifar",
+    )
+    metrics = train(cfg)
+    assert metrics["status"] == "completed" and metrics["test/loss"] > 0
+
+
+def test_batch_augmentation_crops_and_flips_by_indexing():
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.uint8).view(2, 1, 4, 4)
+    flipped = BatchAugmentation(pad=0, flip_p=1.0)(x)
+    assert torch.equal(flipped, x.flip(-1))
+    cropped = BatchAugmentation(pad=2, flip_p=0.0, seed=3)(x)
+    assert cropped.shape == x.shape and cropped.dtype == torch.uint8
+    for img, src in zip(
+        cropped, x, strict=True
+    ):  # every crop is a shifted window of the padded image
+        padded = torch.nn.functional.pad(src, (2, 2, 2, 2))
+        windows = padded.unfold(1, 4, 1).unfold(2, 4, 1)  # (1, 5, 5, 4, 4)
+        assert any(torch.equal(windows[0, i, j], img[0]) for i in range(5) for j in range(5))
+    again = BatchAugmentation(pad=2, flip_p=0.5, seed=3)
+    assert torch.equal(again(x), BatchAugmentation(pad=2, flip_p=0.5, seed=3)(x))
+
+
+def test_resident_path_refuses_augmentations_it_cannot_run():
+    with pytest.raises(
+        ConfigError, match=r"only aug.pad_crop and aug.hflip exist; got aug.rotate_limit=10"
+    ):
+        BatchAugmentation.from_config({"rotate_limit": 10, "affine_p": 0.8})
