@@ -4,11 +4,14 @@ import hydra
 from omegaconf import DictConfig
 
 from cnnlab.cli import run_app
-from cnnlab.run import train
+from cnnlab.config import PROJECT_ROOT  # noqa: F401  (anchors outputs/ and data/ at the project)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    # imported here, not above: the launcher process of a parallel sweep never loads torch
+    from cnnlab.run import train
+
     metrics = run_app(train, cfg)
     # Hydra sweepers (Optuna) optimise the value the task function returns
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
