@@ -207,6 +207,7 @@ def test_malicious_checkpoint_never_runs_its_code(tmp_path):
     [
         (None, r"ckpt_path='.*missing.ckpt' does not exist"),
         (b"not a checkpoint at all", r"is not a readable PyTorch checkpoint"),
+        (b"hello", r"is not a readable PyTorch checkpoint"),
         ({"weights": 1}, r"is not a Lightning checkpoint"),
         ({"state_dict": {}}, r"was not written by cnnlab"),
     ],

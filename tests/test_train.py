@@ -188,3 +188,10 @@ def test_each_family_beats_chance_on_fashion_mnist(model, fashion_dir, tmp_path)
     )
     metrics = train(cfg)
     assert metrics["test/acc"] > 0.5, metrics  # chance: 0.1
+
+
+@pytest.mark.slow
+def test_make_train_recipe_reaches_90_percent_within_a_minute(fashion_dir, tmp_path):
+    """The accuracy-at-budget claim of the README (make test-full)."""
+    metrics = train(make_cfg(tmp_path, fashion_dir, "experiment=lenet_fashion"))
+    assert metrics["test/acc"] >= 0.90 and metrics["wall_time_s"] < 90, metrics
