@@ -24,7 +24,7 @@ def main() -> int:
     parser.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / "data")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--steps", type=int, default=300, help="timed steps for LeNet-5 (VGG: a third)"
+        "--steps", type=int, default=400, help="timed steps for LeNet-5 (VGG: a third)"
     )
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=128)

@@ -40,6 +40,8 @@ def main(argv: list[str]) -> int:
                 "size": "64",
                 "out_dir": str(PROJECT_ROOT / "docs"),
             },
+            positive_ints=("stride", "size"),
+            ints=("padding",),
         )
         image = load_gray(args["image"], int(args["size"])) if args["image"] else default_image()
     except CnnlabError as e:

@@ -15,7 +15,10 @@ from cnnlab.viz.figures import bar_figure, save
 def main(argv: list[str]) -> int:
     try:
         args = parse_key_values(
-            argv, required=("ckpt_path", "image"), optional={"topk": "5", "chart": ""}
+            argv,
+            required=("ckpt_path", "image"),
+            optional={"topk": "5", "chart": ""},
+            positive_ints=("topk",),
         )
         prediction = predict(args["ckpt_path"], args["image"])
     except CnnlabError as e:

@@ -45,11 +45,9 @@ def make_cfg(tmp_path: Path, data_dir: Path | None, *overrides: str, config: str
     """A config for a quick, quiet, offline CPU run writing into tmp_path/run."""
     base = []
     if config == "train":
-        base = [
-            "trainer.accelerator=cpu",
-            "callbacks.progress_bar.refresh_rate=0",
-            "trainer.num_sanity_val_steps=0",
-        ]
+        base = ["trainer.accelerator=cpu", "trainer.num_sanity_val_steps=0"]
+        if "callbacks=none" not in overrides:
+            base.append("callbacks.progress_bar.refresh_rate=0")
     if data_dir is not None:
         base += [f"paths.data_dir={data_dir}", "paths.dataset_mirrors=[]"]
         if config == "train":

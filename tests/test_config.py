@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 
 from cnnlab.config import CONFIG_DIR, compose_config, validate
@@ -63,7 +62,7 @@ def test_data_dir_follows_the_environment(monkeypatch, tmp_path):
 
 
 def test_unknown_model_lists_the_options():
-    with pytest.raises(MissingConfigException, match="Could not find 'model/resnet'") as err:
+    with pytest.raises(ConfigError, match="Could not find 'model/resnet'") as err:
         compose_config("train", ["model=resnet"])
     assert "lenet" in str(err.value) and "vgg" in str(err.value)
 

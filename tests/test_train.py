@@ -195,3 +195,28 @@ def test_make_train_recipe_reaches_90_percent_within_a_minute(fashion_dir, tmp_p
     """The accuracy-at-budget claim of the README (make test-full)."""
     metrics = train(make_cfg(tmp_path, fashion_dir, "experiment=lenet_fashion"))
     assert metrics["test/acc"] >= 0.90 and metrics["wall_time_s"] < 90, metrics
+
+
+def test_debug_overfit_drives_the_training_loss_down(tiny_mnist, tmp_path):
+    cfg = make_cfg(
+        tmp_path,
+        tiny_mnist,
+        "debug=overfit",
+        "data.val_size=100",
+        "data.batch_size=16",
+        "trainer.max_epochs=15",
+        "model.dropout=0.0",
+    )
+    metrics = train(cfg)
+    assert metrics["steps"] == 15 * 4 and metrics["status"] == "completed"
+    losses = scalars(tmp_path / "run")["train/loss_epoch"]
+    assert losses[-1] < 0.2 * losses[0]
+
+
+def test_callbacks_none_writes_no_checkpoints(tiny_mnist, tmp_path):
+    cfg = make_cfg(
+        tmp_path, tiny_mnist, *QUICK, "callbacks=none", "logger=none", "trainer.max_epochs=1"
+    )
+    metrics = train(cfg)
+    assert metrics["status"] == "completed" and metrics["tested_checkpoint"] == "final weights"
+    assert not list((tmp_path / "run").rglob("*.ckpt"))

@@ -15,8 +15,10 @@ Variants, on the same net and the same data:
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -124,7 +126,8 @@ def measure(
     configure_torch()
     torch.manual_seed(0)
     _trust_synthetic_cifar(data_dir)
-    out = Path(tempfile.mkdtemp(prefix="cnnlab-bench-"))
+    out = Path(tempfile.mkdtemp(prefix="cnnlab-bench-"))  # checkpoints, events: thrown away
+    atexit.register(shutil.rmtree, out, True)
     total = warmup + steps
     first_step: list[float] = []
     if variant in ("cnnlab", "cnnlab_aug"):

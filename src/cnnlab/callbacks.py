@@ -13,6 +13,7 @@ from pytorch_lightning import callbacks
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from cnnlab.metrics import per_class_accuracy
 from cnnlab.viz.figures import (
     bar_figure,
     confusion_figure,
@@ -161,7 +162,7 @@ class Diagnostics(pl.Callback):
         classes, step = self._classes(trainer), trainer.global_step
         writer.add_figure("test/confusion_matrix", confusion_figure(cm, classes, "Test"), step)
         writer.add_text("test/confusion_counts", json.dumps(cm.tolist()), step)
-        per_class = (cm.diag() / cm.sum(dim=1).clamp_min(1)).tolist()
+        per_class = per_class_accuracy(cm).tolist()
         writer.add_figure(
             "test/accuracy_per_class",
             bar_figure(classes, per_class, "Test accuracy per class"),
@@ -179,10 +180,10 @@ class Diagnostics(pl.Callback):
         if writer is None or not trainer.is_global_zero:
             return
         net, step = pl_module.net, trainer.global_step
-        convs = [(n, m) for n, m in net.named_children() if isinstance(m, torch.nn.Conv2d)]
+        convs = net.conv_names()
         if not convs:  # the MLP has no filters to show
             return
-        name, first = convs[0]
+        name, first = convs[0], getattr(net, convs[0])
         writer.add_figure(
             "filters/" + name,
             filters_figure(

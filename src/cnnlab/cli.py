@@ -35,7 +35,11 @@ def run_app(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
 
 
 def parse_key_values(
-    argv: list[str], required: tuple[str, ...] = (), optional: dict[str, str] | None = None
+    argv: list[str],
+    required: tuple[str, ...] = (),
+    optional: dict[str, str] | None = None,
+    positive_ints: tuple[str, ...] = (),
+    ints: tuple[str, ...] = (),
 ) -> dict[str, str]:
     """``key=value`` arguments (Hydra's style) for the small scripts; CnnlabError on misuse."""
     optional = optional or {}
@@ -51,4 +55,8 @@ def parse_key_values(
     missing = [k for k in required if not out.get(k)]
     if missing:
         raise CnnlabError(f"Missing {', '.join(f'{k}=...' for k in missing)}.")
+    for key in (*positive_ints, *ints):
+        minimum = 1 if key in positive_ints else 0
+        if not out[key].isdigit() or int(out[key]) < minimum:
+            raise CnnlabError(f"{key}={out[key]!r} must be an integer >= {minimum}.")
     return out

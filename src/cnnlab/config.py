@@ -10,7 +10,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
+from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -35,7 +35,10 @@ def compose_config(
     """
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+        try:
+            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+        except HydraException as e:  # unknown option or key: Hydra's message lists the choices
+            raise ConfigError(str(e)) from None
         if output_dir is not None:
             with open_dict(cfg):
                 cfg.hydra.runtime.output_dir = str(output_dir)
@@ -69,7 +72,7 @@ def validate(cfg: DictConfig) -> None:
     Values a component owns (dropout, depth, activation...) are checked where they are
     used, when the model is built, which also happens before any data is loaded.
     """
-    _positive(cfg, "trainer.max_epochs", True, "trainer.max_epochs=10", allow=(-1,))
+    _positive(cfg, "trainer.max_epochs", True, "trainer.max_epochs=10")
     _positive(cfg, "data.batch_size", True, "data.batch_size=128")
     _positive(cfg, "optimizer.lr", False, "optimizer.lr=0.001")
     seed = OmegaConf.select(cfg, "seed")

@@ -13,6 +13,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from cnnlab.errors import TrainingDiverged
+from cnnlab.metrics import per_class_accuracy
 
 
 class ImageClassifier(pl.LightningModule):
@@ -113,7 +114,7 @@ class ImageClassifier(pl.LightningModule):
         self.confusion[split] = cm.cpu()
         if self.trainer.sanity_checking:
             return
-        per_class = cm.diag() / cm.sum(dim=1).clamp_min(1)
+        per_class = per_class_accuracy(cm)
         names = self.hparams.class_names or [str(i) for i in range(len(per_class))]
         self.log_dict(
             {

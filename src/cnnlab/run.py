@@ -19,7 +19,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
 from cnnlab.callbacks import InterruptCheckpoint
@@ -27,6 +27,7 @@ from cnnlab.checkpoint import RunInfo, check_compatible, load_classifier
 from cnnlab.config import create, overrides, validate
 from cnnlab.errors import CheckpointError
 from cnnlab.lit import ImageClassifier
+from cnnlab.metrics import per_class_accuracy
 from cnnlab.models import count_params, layer_table
 from cnnlab.resources import peak_rss_mb
 from cnnlab.viz.figures import bar_figure, confusion_figure, save
@@ -119,11 +120,16 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def fingerprint(cfg: DictConfig) -> str:
-    """A hash of what determines a run's result; where data and outputs live is left out."""
+    """A hash of what determines a run's result.
+
+    Left out: where data and outputs live (paths, logger and checkpoint directories), how
+    progress is shown, and loader settings that do not change the batches.
+    """
     plain = _plain(cfg)
-    for key in ("paths", "ckpt_path", "skip_completed", "auto_resume"):
+    for key in ("paths", "ckpt_path", "skip_completed", "auto_resume", "callbacks", "logger"):
         plain.pop(key, None)
-    for key in ("data_dir", "mirrors", "download"):
+    plain.get("trainer", {}).pop("default_root_dir", None)
+    for key in ("data_dir", "mirrors", "download", "num_workers", "pin_memory"):
         plain.get("data", {}).pop(key, None)
     return hashlib.sha1(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -209,7 +215,14 @@ def _train(cfg: DictConfig, output_dir: Path, start: float, key: str) -> dict[st
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     callbacks.append(RunInfo(_plain(cfg), datamodule.input_shape, datamodule.classes))
     callbacks.append(InterruptCheckpoint(str(output_dir / "checkpoints")))
-    trainer: pl.Trainer = create(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = create(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        # callbacks=none means none: no default checkpointing or progress bar behind the user's back
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
+    )
 
     metrics: dict[str, Any] = {
         "status": "running",
@@ -240,8 +253,7 @@ def _train(cfg: DictConfig, output_dir: Path, start: float, key: str) -> dict[st
         metrics["test/acc"] = _scalar(trainer.callback_metrics, "test/acc")
         metrics["test/loss"] = _scalar(trainer.callback_metrics, "test/loss")
         metrics["tested_checkpoint"] = Path(best).name if best else "final weights"
-    if metrics["status"] == "running":
-        metrics["status"] = "completed"
+    metrics["status"] = "completed"
     metrics["wall_time_s"] = round(time.perf_counter() - start, 2)
     metrics["peak_rss_mb"] = peak_rss_mb()
     if trainer.is_global_zero:
@@ -332,7 +344,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     cm = model.confusion["test"]
     classes = list(datamodule.classes)
-    per_class = (cm.diag() / cm.sum(dim=1).clamp_min(1)).tolist()
+    per_class = per_class_accuracy(cm).tolist()
     metrics["test/acc_per_class"] = dict(zip(classes, per_class, strict=True))
     metrics["test/confusion_matrix"] = cm.tolist()
     save(

@@ -148,7 +148,6 @@ class BatchAugmentation:
 
     def __init__(self, pad: int, flip_p: float, seed: int = 0):
         self.pad, self.flip_p = pad, flip_p
-        self.generator: torch.Generator | None = None
         self.seed = seed
 
     @classmethod
@@ -169,11 +168,11 @@ class BatchAugmentation:
             return None
         return cls(int(p["pad_crop"]), float(p["hflip"]), seed)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.generator is None or self.generator.device != x.device:
-            self.generator = torch.Generator(device=x.device).manual_seed(self.seed)
+    def __call__(self, x: torch.Tensor, key: tuple[int, ...] = ()) -> torch.Tensor:
+        """``key`` (epoch, batch, rank) reseeds the draw: repeatable, resumable, distinct per rank."""
+        seed = zlib.crc32(repr((self.seed, *key)).encode())
+        g = torch.Generator(device=x.device).manual_seed(seed)
         n, _, h, w = x.shape
-        g = self.generator
         if self.pad:
             padded = torch.nn.functional.pad(x, (self.pad,) * 4)
             dy = torch.randint(0, 2 * self.pad + 1, (n, 1, 1), device=x.device, generator=g)

@@ -53,6 +53,7 @@ class ImageDataModule(pl.LightningDataModule):
         aug: Mapping[str, Any] | None = None,
         pin_memory: bool = False,
         resident: bool = False,
+        shuffle: bool = True,
     ):
         super().__init__()
         self.spec = get_spec(name)
@@ -62,9 +63,9 @@ class ImageDataModule(pl.LightningDataModule):
         ):
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{key}={value!r} must be a positive integer (e.g. {key}=128).")
-        if not isinstance(val_size, int) or not 0 <= val_size < self.spec.train_size:
+        if not isinstance(val_size, int) or not 1 <= val_size < self.spec.train_size:
             raise ConfigError(
-                f"data.val_size={val_size!r} must be an integer in [0, {self.spec.train_size}) "
+                f"data.val_size={val_size!r} must be an integer in [1, {self.spec.train_size}) "
                 f"for {self.spec.title} (its training split has {self.spec.train_size} images)."
             )
         self.data_dir = data_dir
@@ -77,6 +78,8 @@ class ImageDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         # GPU-resident path: the whole split on the training device, augmented there in batches
         self.resident = resident
+        self.shuffle = shuffle  # false: the same batches every epoch (debug=overfit)
+        self._prepared = False
         self.batch_aug = None
         self.train_set = self.val_set = self.test_set = None
 
@@ -95,7 +98,10 @@ class ImageDataModule(pl.LightningDataModule):
 
     # -- data ----------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        ensure_dataset(self.spec.name, self.data_dir, self.mirrors, self.download)
+        # called by train() up front and again by Lightning in fit and test: verify once
+        if not self._prepared:
+            ensure_dataset(self.spec.name, self.data_dir, self.mirrors, self.download)
+            self._prepared = True
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -160,7 +166,7 @@ class ImageDataModule(pl.LightningDataModule):
         sampler = BatchIndexSampler(
             len(dataset),
             self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            shuffle=train and self.shuffle,
             seed=self.seed,
             rank=rank,
             world_size=world,
@@ -197,5 +203,13 @@ class ImageDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, y = batch
         if self.batch_aug is not None and self.trainer is not None and self.trainer.training:
-            x = self.batch_aug(x)
+            t = self.trainer
+            x = self.batch_aug(
+                x,
+                (
+                    t.current_epoch,
+                    t.fit_loop.epoch_loop.batch_progress.current.ready,
+                    t.global_rank,
+                ),
+            )
         return self.normalize(x), y

@@ -59,7 +59,7 @@ def VGG(
     (flat,) = trace_shapes(layers, (c, h, w))
     fc = scaled(fc_width, width)
     layers += [
-        *([("F6_drop", nn.Dropout(dropout))] if dropout else []),
+        *([("flatten_drop", nn.Dropout(dropout))] if dropout else []),
         *dense_layers("F6", flat, fc, False, activation, dropout),
         *dense_layers("F7", fc, fc, False, activation, 0.0),
         ("F8", nn.Linear(fc, num_classes)),

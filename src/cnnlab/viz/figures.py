@@ -13,6 +13,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from cnnlab.metrics import per_class_accuracy  # noqa: E402
+
 
 def save(fig: plt.Figure, path: str | Path, dpi: int = 90) -> Path:
     path = Path(path)
@@ -26,11 +28,11 @@ def confusion_figure(
     cm: torch.Tensor, classes: Sequence[str], title: str = "Confusion matrix"
 ) -> plt.Figure:
     """Counts per (true, predicted) class, with per-class accuracy in the row labels."""
+    per_class = per_class_accuracy(cm.cpu()).numpy()
     cm = cm.cpu().numpy()
     n = len(classes)
     fig, ax = plt.subplots(figsize=(0.55 * n + 3, 0.5 * n + 2))
     ax.imshow(cm, cmap="Blues")
-    per_class = np.divide(np.diag(cm), cm.sum(1), out=np.zeros(n), where=cm.sum(1) > 0)
     ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(
         range(n), [f"{c} ({a:.0%})" for c, a in zip(classes, per_class, strict=True)], fontsize=8
