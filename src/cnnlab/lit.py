@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from cnnlab.errors import TrainingDiverged
 from cnnlab.metrics import per_class_accuracy
@@ -39,9 +39,6 @@ class ImageClassifier(pl.LightningModule):
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.net = net
         self.criterion = nn.CrossEntropyLoss()
-        acc = dict(num_classes=num_classes, average="micro", validate_args=False)
-        self.val_acc = MulticlassAccuracy(**acc)
-        self.test_acc = MulticlassAccuracy(**acc)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         # training loss sum, correct predictions, samples: three running sums instead of
         # torchmetrics objects, whose per-step bookkeeping costs ~10% of a LeNet-5 step on CPU
@@ -49,7 +46,8 @@ class ImageClassifier(pl.LightningModule):
         # best validation accuracy so far and its epoch; saved in checkpoints for resuming
         self.val_acc_best = 0.0
         self.best_epoch = -1
-        # confusion matrices of the last validation / test epoch, for the diagnostics
+        # validation / test confusion matrices: accuracy, per-class accuracy and the
+        # diagnostics figures are all read off them (the last epoch's is kept in .confusion)
         self.val_confmat = MulticlassConfusionMatrix(num_classes, validate_args=False)
         self.test_confmat = MulticlassConfusionMatrix(num_classes, validate_args=False)
         self.confusion: dict[str, torch.Tensor] = {}
@@ -91,48 +89,50 @@ class ImageClassifier(pl.LightningModule):
         self.train_sums.zero_()
 
     # -- validation / test -------------------------------------------------------------
-    def validation_step(self, batch, batch_idx: int) -> None:
+    def _eval_step(
+        self, batch, loss_metric: MeanMetric, confmat: MulticlassConfusionMatrix
+    ) -> None:
         loss, preds, y = self._shared_step(batch)
         # update(), not __call__: calling a metric also computes its value for this batch
-        self.val_loss.update(loss, weight=len(y))
-        self.val_acc.update(preds, y)
-        self.val_confmat.update(preds, y)
+        loss_metric.update(loss, weight=len(y))
+        confmat.update(preds, y)
+
+    def _eval_epoch_end(
+        self, split: str, loss_metric: MeanMetric, confmat: MulticlassConfusionMatrix
+    ) -> float:
+        """Log loss, accuracy and per-class accuracy of the epoch; return the accuracy."""
+        cm = confmat.compute()  # reduced across processes
+        confmat.reset()
+        self.confusion[split] = cm.cpu()
+        acc = cm.trace() / cm.sum().clamp_min(1)
+        self.log(f"{split}/loss", loss_metric, prog_bar=split == "val")
+        self.log(f"{split}/acc", acc, prog_bar=split == "val")
+        if not self.trainer.sanity_checking:
+            names = self.hparams.class_names or [str(i) for i in range(len(cm))]
+            per_class = per_class_accuracy(cm)
+            self.log_dict(
+                {
+                    f"{split}/acc_class/{n.replace('/', '-')}": a
+                    for n, a in zip(names, per_class, strict=True)
+                }
+            )
+        return float(acc)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_loss, self.val_confmat)
 
     def on_validation_epoch_end(self) -> None:
-        acc = float(self.val_acc.compute())  # already reduced across processes
+        acc = self._eval_epoch_end("val", self.val_loss, self.val_confmat)
         if not self.trainer.sanity_checking:  # the sanity pass is not an epoch
             if self.best_epoch < 0 or acc > self.val_acc_best:
                 self.val_acc_best, self.best_epoch = acc, self.current_epoch
             self.log("val/acc_best", self.val_acc_best)
-        self.log("val/loss", self.val_loss, prog_bar=True)
-        self.log("val/acc", self.val_acc, prog_bar=True)
-        self._log_confusion("val", self.val_confmat)
-
-    def _log_confusion(self, split: str, confmat: MulticlassConfusionMatrix) -> None:
-        cm = confmat.compute()  # reduced across processes
-        confmat.reset()
-        self.confusion[split] = cm.cpu()
-        if self.trainer.sanity_checking:
-            return
-        per_class = per_class_accuracy(cm)
-        names = self.hparams.class_names or [str(i) for i in range(len(per_class))]
-        self.log_dict(
-            {
-                f"{split}/acc_class/{n.replace('/', '-')}": a
-                for n, a in zip(names, per_class, strict=True)
-            }
-        )
 
     def test_step(self, batch, batch_idx: int) -> None:
-        loss, preds, y = self._shared_step(batch)
-        self.test_loss.update(loss, weight=len(y))
-        self.test_acc.update(preds, y)
-        self.test_confmat.update(preds, y)
+        self._eval_step(batch, self.test_loss, self.test_confmat)
 
     def on_test_epoch_end(self) -> None:
-        self.log("test/loss", self.test_loss)
-        self.log("test/acc", self.test_acc)
-        self._log_confusion("test", self.test_confmat)
+        self._eval_epoch_end("test", self.test_loss, self.test_confmat)
 
     def _diverged(self, loss: torch.Tensor) -> TrainingDiverged:
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]

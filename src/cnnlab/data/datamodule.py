@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -18,17 +19,22 @@ from cnnlab.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def normalization(spec: DatasetSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, shift) with (x / 255 - mean) / std == x * scale - shift: one multiply-add."""
+@functools.lru_cache(maxsize=16)
+def _normalization(spec: DatasetSpec, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, -shift) on ``device``, with (x / 255 - mean) / std == x * scale - shift.
+
+    Cached: normalisation runs on every batch, and building these tensors (and copying them
+    to a GPU) each time would put host work and a transfer on the hot path.
+    """
     mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
     std = torch.tensor(spec.std).view(1, -1, 1, 1)
-    return 1.0 / (255.0 * std), mean / std
+    return (1.0 / (255.0 * std)).to(device), (-mean / std).to(device)
 
 
 def normalize(x: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
     """uint8 images (N, C, H, W) of ``spec``'s dataset -> the float input its models expect."""
-    scale, shift = normalization(spec)
-    return torch.addcmul(-shift.to(x.device), x.float(), scale.to(x.device))
+    scale, neg_shift = _normalization(spec, x.device)
+    return torch.addcmul(neg_shift, x.float(), scale)  # one fused multiply-add
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -106,9 +112,8 @@ class ImageDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        folder = self.data_dir
-        train_x, train_y = load_split(self.spec, folder, train=True)
-        test_x, test_y = load_split(self.spec, folder, train=False)
+        train_x, train_y = load_split(self.spec, self.data_dir, train=True)
+        test_x, test_y = load_split(self.spec, self.data_dir, train=False)
         n = len(train_x)
         if self.val_size >= n:
             raise ConfigError(
@@ -173,9 +178,9 @@ class ImageDataModule(pl.LightningDataModule):
         )
         workers = self._workers() if train else 0
         loader = ResumableLoader if train else DataLoader
-        extra = {} if train else {"batch_size": None}  # the sampler yields whole batches
         return loader(
             dataset,
+            batch_size=None,  # the sampler yields whole batches
             sampler=sampler,
             # a loader draws its workers' base seed from this generator; without one it would
             # draw from torch's global RNG and shift dropout masks after a resume
@@ -183,7 +188,6 @@ class ImageDataModule(pl.LightningDataModule):
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=self.pin_memory,
-            **extra,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -131,7 +131,7 @@ class ResumableLoader(DataLoader):
     """
 
     def __init__(self, dataset: Dataset, sampler: BatchIndexSampler, **kwargs):
-        super().__init__(dataset, batch_size=None, sampler=sampler, **kwargs)
+        super().__init__(dataset, sampler=sampler, **kwargs)
         self.batches_done = 0
 
     def __iter__(self):
