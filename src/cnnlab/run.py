@@ -134,6 +134,12 @@ def fingerprint(cfg: DictConfig) -> str:
     return hashlib.sha1(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def checkpoint_dir(cfg: DictConfig) -> Path:
+    """Where this run's checkpoints go: the checkpoint callback's folder (the one place it is set)."""
+    configured = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath")
+    return Path(configured) if configured else Path(cfg.paths.output_dir) / "checkpoints"
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (and test) the configured model; write and return the run's metrics.
 
@@ -149,7 +155,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if status == "completed" and cfg.get("skip_completed", True):
             log.info("Skipping %s: this config already completed there", output_dir)
             return {**previous, "skipped": True}
-        last = output_dir / "checkpoints" / "last.ckpt"
+        last = checkpoint_dir(cfg) / "last.ckpt"
         resumable = status in ("running", "interrupted") and last.is_file()
         if resumable and cfg.get("auto_resume", True) and not cfg.get("ckpt_path"):
             log.info("Resuming the interrupted run in %s from %s", output_dir, last)
@@ -158,7 +164,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         return _train(cfg, output_dir, start, key)
     except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C, SIGTERM: Lightning exits via these
-        last = output_dir / "checkpoints" / "last.ckpt"
+        last = checkpoint_dir(cfg) / "last.ckpt"
         if rank_zero_only.rank == 0 and last.is_file():
             previous = read_metrics(output_dir) or {}
             write_metrics(
@@ -214,7 +220,7 @@ def _train(cfg: DictConfig, output_dir: Path, start: float, key: str) -> dict[st
     if not loggers:  # logger=none: a learning-rate monitor would have nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     callbacks.append(RunInfo(_plain(cfg), datamodule.input_shape, datamodule.classes))
-    callbacks.append(InterruptCheckpoint(str(output_dir / "checkpoints")))
+    callbacks.append(InterruptCheckpoint(str(checkpoint_dir(cfg))))
     trainer: pl.Trainer = create(
         cfg.trainer,
         callbacks=callbacks,
