@@ -32,7 +32,7 @@ def main() -> int:
         "--workers", type=int, default=2, help="DataLoader workers of the per-sample pipelines"
     )
     args = parser.parse_args()
-    steps = {"lenet": args.steps, "vgg": max(20, args.steps // 3)}
+    steps = {"lenet": args.steps, "vgg11": max(20, args.steps // 3)}
     print(
         f"Benchmark: {args.models} x {args.variants}, batch {args.batch_size}, {args.repeats} repeats"
     )

@@ -1,4 +1,4 @@
-"""Print a model's layer table without training: ``python scripts/summary.py model=vgg data=cifar10``.
+"""Print a model's layer table without training: ``python scripts/summary.py model=vgg11 data=cifar10``.
 
 Takes the same overrides as train.py; no data is read (shapes come from the dataset's spec).
 """
@@ -8,7 +8,7 @@ import sys
 from cnnlab.cli import EXIT_USER_ERROR
 from cnnlab.config import compose_config
 from cnnlab.errors import CnnlabError
-from cnnlab.models import layer_table
+from cnnlab.models import layer_table, model_title
 from cnnlab.run import build
 
 
@@ -20,7 +20,9 @@ def main(argv: list[str]) -> int:
         return EXIT_USER_ERROR
     print(
         layer_table(
-            model.net, datamodule.input_shape, f"{model.net.title} on {datamodule.spec.title}"
+            model.net,
+            datamodule.input_shape,
+            f"{model_title(model.net)} on {datamodule.spec.title}",
         )
     )
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+import torch
 from hydra.utils import instantiate
 
 from cnnlab.config import CONFIG_DIR, compose_config, validate
@@ -22,7 +23,8 @@ GROUP_OPTIONS = [
 
 def test_the_groups_that_must_exist_do():
     assert DATA == ["cifar10", "fashion_mnist", "mnist"]
-    assert {"mlp", "lenet", "lenet_classic", "alexnet", "vgg", "vgg16"} <= set(MODELS)
+    assert {"mlp", "lenet", "lenet_classic", "alexnet", "vgg11", "vgg16", "resnet20"} <= set(MODELS)
+    assert {"resnet56", "resnet18"} <= set(MODELS)
 
 
 @pytest.mark.parametrize("data,model", list(itertools.product(DATA, MODELS)))
@@ -30,8 +32,8 @@ def test_every_data_model_pair_composes_and_builds(data, model, tmp_path):
     cfg = compose_config("train", [f"data={data}", f"model={model}"], output_dir=tmp_path)
     validate(cfg)
     datamodule, classifier = build(cfg)
-    assert classifier.net.input_shape == datamodule.input_shape
-    assert classifier.net.num_classes == 10
+    logits = classifier.net.eval()(torch.zeros(2, *datamodule.input_shape))
+    assert logits.shape == (2, len(datamodule.classes)) == (2, 10)
     assert cfg.data.name == data
 
 

@@ -1,17 +1,30 @@
-"""Every net on every input shape, the layer arithmetic, and LeNet-5's 1998 table."""
+"""Every net on every input shape, the hook-based layer table, ResNets, and LeNet-5's 1998 table."""
 
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 
 import pytest
 import torch
 from torch import nn
 
 from cnnlab.errors import ConfigError, ModelError
-from cnnlab.models import MLP, VGG, AlexNet, LeNet5, LeNet5Classic, count_params, layer_rows
+from cnnlab.models import (
+    MLP,
+    VGG,
+    AlexNet,
+    LeNet5,
+    LeNet5Classic,
+    check_forward,
+    count_params,
+    find_convs,
+    layer_rows,
+    layer_table,
+)
 from cnnlab.models.blocks import MinPool2d
-from cnnlab.models.summary import trace_shapes, window_out
+from cnnlab.models.resnet import ResNet
+from cnnlab.models.summary import window_out
 
 SHAPES = [(1, 28, 28), (3, 32, 32)]
 SWITCHES = [
@@ -48,7 +61,8 @@ def test_forward_backward(name, shape, switches):
         switches = {k: v for k, v in switches.items() if k != "pool"}
     net = NETS[name](shape, 10, **switches)
     _train_step(net, shape)
-    layer_rows(net, shape)  # arithmetic agrees with the forward pass
+    rows = layer_rows(net, shape)
+    assert rows[-1].shape == (10,) and sum(r.params for r in rows) == count_params(net)
 
 
 @pytest.mark.parametrize("depth", [11, 13, 16, 19])
@@ -109,9 +123,99 @@ def test_too_small_input_names_the_layer_before_anything_runs():
     layers = [("C1", nn.Conv2d(1, 4, 5)), ("S2", nn.MaxPool2d(2)), ("C3", nn.Conv2d(4, 4, 5))]
     with pytest.raises(
         ModelError,
-        match=r"Layer 'C3' \(Conv2d 4@5x5 s1 p0\) would shrink the 4x4 feature map to 0x0",
+        match=r"Layer 'C3' \(Conv2d 4@5x5 s1 p0\) cannot take its 4x4x4 input: it would shrink "
+        r"the 4x4 feature map to 0x0, so the model is too deep for this image size",
     ):
-        trace_shapes(layers, (1, 12, 12))
+        check_forward(nn.Sequential(OrderedDict(layers)), (1, 12, 12))
+
+
+class _TooDeep(nn.Module):
+    """A user's net with nested blocks: the failing layer is named by its full path."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 4, 3), nn.Sequential(nn.MaxPool2d(4), nn.MaxPool2d(4))
+        )
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.body(x).flatten(1))
+
+
+def test_a_nested_net_too_deep_for_its_input_names_the_nested_layer():
+    # 12 -> conv3 -> 10 -> pool4 -> 2 -> pool4 -> 0
+    with pytest.raises(
+        ModelError, match=r"Layer 'body.1.1' \(MaxPool2d 4x4 s4\) cannot take its 2x2x4"
+    ):
+        check_forward(_TooDeep(), (1, 12, 12))
+
+
+def test_a_wrong_dense_width_names_the_layer():
+    net = nn.Sequential(OrderedDict(flatten=nn.Flatten(), fc=nn.Linear(10, 2)))
+    with pytest.raises(ModelError, match=r"Layer 'fc' \(Linear 2\) cannot take its 784 input"):
+        check_forward(net, (1, 28, 28))
+
+
+def test_layer_table_columns_against_hand_computed_values():
+    net = LeNet5Classic((1, 28, 28), 10)
+    rows = {r.name: r for r in layer_rows(net, (1, 28, 28))}
+    # MACs = output elements x inputs per output: C1 28*28*6 outputs x 1*5*5 weights
+    assert rows["C1"].macs == 28 * 28 * 6 * 25 and rows["C3"].macs == 10 * 10 * 16 * 6 * 25
+    assert rows["F5"].macs == 400 * 120 and rows["S2"].macs == 0
+    # receptive field: C1 5, S2 5+1=6, C3 6+4*2=14, S4 14+1*2=16
+    assert [rows[n].receptive_field for n in ("C1", "S2", "C3", "S4")] == [5, 6, 14, 16]
+    assert rows["C1"].arithmetic == "(32-5+2*0)/1+1 = 28"  # after padding 28 -> 32
+    table = layer_table(net, (1, 28, 28))
+    assert "Multiply-accumulates per image: 416.52K" in table  # 117600+240000+48000+10080+840
+
+
+def test_resnet_parameter_counts_match_the_papers_arithmetic():
+    # ResNet-20, 1x1 projection shortcuts: stem 3*16*9 + BN 32; stage 1: 3 x (2*16*16*9 + 64);
+    # stage 2: (16*32*9 + 32*32*9 + 128 + 16*32 + 64) + 2 x (2*32*32*9 + 128); stage 3 likewise
+    # with 64 channels; head 64*10 + 10
+    stage1 = 3 * (2 * 16 * 16 * 9 + 64)
+    stage2 = (16 * 32 * 9 + 32 * 32 * 9 + 128 + 16 * 32 + 64) + 2 * (2 * 32 * 32 * 9 + 128)
+    stage3 = (32 * 64 * 9 + 64 * 64 * 9 + 256 + 32 * 64 + 128) + 2 * (2 * 64 * 64 * 9 + 256)
+    expected = 3 * 16 * 9 + 32 + stage1 + stage2 + stage3 + 64 * 10 + 10
+    assert count_params(ResNet((3, 32, 32), 10)) == expected == 272_474
+    assert count_params(ResNet((3, 32, 32), 10, blocks=(9, 9, 9))) == 855_770  # paper: 0.85M
+    resnet18 = ResNet((3, 32, 32), 10, blocks=(2, 2, 2, 2), channels=(64, 128, 256, 512))
+    assert count_params(resnet18) == 11_173_962  # the usual 32 px ResNet-18
+    assert resnet18.title == "ResNet-18"
+
+
+@pytest.mark.parametrize("blocks,depth", [((3, 3, 3), 20), ((9, 9, 9), 56)])
+def test_resnet_depth_counts_weighted_layers(blocks, depth):
+    net = ResNet((1, 28, 28), 10, blocks=blocks)
+    main_path = [n for n, _ in find_convs(net) if "shortcut" not in n]
+    assert len(main_path) + 1 == depth  # convs + the final linear layer
+    _train_step(net, (1, 28, 28))
+
+
+def test_resnet_switches_change_the_net():
+    plain = ResNet((3, 32, 32), 10, batch_norm=False, dropout=0.3, activation="gelu")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    assert [m.p for m in plain.modules() if isinstance(m, nn.Dropout)] == [0.3]
+    assert any(isinstance(m, nn.GELU) for m in plain.modules())
+    assert all(c.bias is not None for _, c in find_convs(plain))
+    assert (
+        count_params(ResNet((3, 32, 32), 10, width=0.5)) < count_params(ResNet((3, 32, 32), 10)) / 3
+    )
+    with pytest.raises(ConfigError, match=r"model.dropout=1.5 is outside"):
+        ResNet((3, 32, 32), 10, dropout=1.5)
+
+
+def test_layer_table_of_a_residual_net_stops_the_receptive_field_at_the_first_branch():
+    rows = layer_rows(ResNet((3, 32, 32), 10), (3, 32, 32))
+    by_name = {r.name: r for r in rows}
+    assert by_name["stem.0"].receptive_field == 3
+    assert by_name["stages.0.0.conv2"].receptive_field == 7
+    assert by_name["stages.0.0.shortcut"].receptive_field is None  # a branch: not a chain
+    assert by_name["stages.2.0.conv1"].shape == (64, 8, 8)
+    assert by_name["stages.1.0.shortcut.0"].arithmetic == "(32-1+2*0)/2+1 = 16"
+    assert rows[-1].shape == (10,)
+    assert sum(r.params for r in rows) == 272_474
 
 
 @pytest.mark.parametrize("name", list(NETS))

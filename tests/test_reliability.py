@@ -271,7 +271,7 @@ def test_ddp_two_cpu_processes(mnist_dir, tmp_path):
 
 def test_resuming_from_another_models_checkpoint_is_refused(reference, mnist_dir, tmp_path):
     ckpt = Path(reference["run_dir"]) / "checkpoints" / "last.ckpt"
-    cfg = make_cfg(tmp_path, mnist_dir, "model=vgg", f"ckpt_path={ckpt}")
+    cfg = make_cfg(tmp_path, mnist_dir, "model=vgg11", f"ckpt_path={ckpt}")
     with pytest.raises(
         CheckpointError,
         match=r"belongs to another setup \(LeNet5 on mnist\) and cannot resume this run \(VGG-11 on mnist\)",

@@ -148,11 +148,11 @@ def test_fashion_mnist_one_epoch_beats_85_percent(fashion_dir, tmp_path):
     assert metrics["test/acc"] > 0.85, metrics
 
 
-MODELS = ["mlp", "lenet", "lenet_classic", "alexnet", "vgg"]
+MODELS = ["mlp", "lenet", "lenet_classic", "alexnet", "vgg11", "resnet20"]
 
 
 @pytest.mark.parametrize("data", ["mnist", "cifar10"])
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", [*MODELS, "resnet56", "resnet18"])
 def test_every_model_trains_on_every_input_format(model, data, tmp_path, tiny_cifar):
     write_mnist_like(tiny_cifar, "mnist", n_train=300, n_test=100)  # both formats in one dir
     cfg = make_cfg(

@@ -35,7 +35,7 @@ from cnnlab.resources import peak_rss_mb
 START = time.time()  # as close to process start as this module gets; see first_step_s
 
 VARIANTS = ("raw", "cnnlab", "cnnlab_aug", "torchvision")
-MODELS = {"lenet": [], "vgg": ["model.width=0.25"]}
+MODELS = {"lenet": [], "vgg11": ["model.width=0.25"]}
 
 
 def _peak_rss_mb() -> dict[str, float]:

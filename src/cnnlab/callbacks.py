@@ -14,12 +14,14 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from cnnlab.metrics import per_class_accuracy
+from cnnlab.models.summary import find_convs
 from cnnlab.viz.figures import (
     bar_figure,
     confusion_figure,
     feature_map_figure,
     feature_maps,
     filters_figure,
+    filters_title,
     mistakes_figure,
 )
 from cnnlab.viz.grids import augmentation_preview, image_grid
@@ -180,16 +182,12 @@ class Diagnostics(pl.Callback):
         if writer is None or not trainer.is_global_zero:
             return
         net, step = pl_module.net, trainer.global_step
-        convs = net.conv_names()
-        if not convs:  # the MLP has no filters to show
+        convs = find_convs(net)
+        if not convs:  # an MLP has no filters to show
             return
-        name, first = convs[0], getattr(net, convs[0])
+        name, first = convs[0]
         writer.add_figure(
-            "filters/" + name,
-            filters_figure(
-                first, f"{name}: learned {first.kernel_size[0]}x{first.kernel_size[1]} filters"
-            ),
-            step,
+            "filters/" + name, filters_figure(first, filters_title(name, first)), step
         )
         datamodule = trainer.datamodule
         x, _ = datamodule.val_set[torch.arange(1)]

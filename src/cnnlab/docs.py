@@ -6,25 +6,31 @@ import re
 from pathlib import Path
 
 from cnnlab.config import CONFIG_DIR, compose_config
-from cnnlab.models import count_params
+from cnnlab.models import count_params, model_title
 from cnnlab.run import build
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
-MODELS = ("mlp", "lenet", "lenet_classic", "alexnet", "vgg", "vgg13", "vgg16", "vgg19")
+
+
+def model_configs() -> list[str]:
+    """Every ``model=`` option: the YAML files in conf/model (a new one appears by itself)."""
+    return sorted(
+        p.stem for p in (CONFIG_DIR / "model").glob("*.yaml") if not p.stem.startswith("_")
+    )
 
 
 def model_table() -> str:
     """Markdown: one row per model config, trainable parameters per dataset."""
     header = "| `model=` | net | " + " | ".join(f"`data={d}`" for d in DATASETS) + " |"
     lines = [header, "|" + " --- |" * (2 + len(DATASETS))]
-    for model in MODELS:
+    for model in model_configs():
         counts, title = [], ""
         for data in DATASETS:
             _, classifier = build(
                 compose_config("train", [f"model={model}", f"data={data}"], output_dir=".")
             )
             counts.append(f"{count_params(classifier.net):,}")
-            title = classifier.net.title
+            title = model_title(classifier.net)
         lines.append(f"| `{model}` | {title} | " + " | ".join(counts) + " |")
     return "\n".join(lines)
 

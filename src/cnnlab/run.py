@@ -28,7 +28,7 @@ from cnnlab.config import create, overrides, validate
 from cnnlab.errors import CheckpointError
 from cnnlab.lit import ImageClassifier
 from cnnlab.metrics import per_class_accuracy
-from cnnlab.models import count_params, layer_table
+from cnnlab.models import check_forward, count_params, layer_table, model_title
 from cnnlab.resources import peak_rss_mb
 from cnnlab.viz.figures import bar_figure, confusion_figure, save
 
@@ -91,6 +91,7 @@ def build(cfg: DictConfig):
     """Instantiate data and model from the config; no data is read yet."""
     datamodule = create(cfg.data, _recursive_=False)
     net = create(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes)
+    check_forward(net, datamodule.input_shape)  # a net that cannot take the data fails here
     model = ImageClassifier(
         net,
         num_classes=datamodule.num_classes,
@@ -206,7 +207,7 @@ def _train(cfg: DictConfig, output_dir: Path, start: float, key: str) -> dict[st
 
     datamodule, model = build(cfg)  # bad model/data values fail here, before any data I/O
     table = layer_table(
-        model.net, datamodule.input_shape, f"{model.net.title} on {datamodule.spec.title}"
+        model.net, datamodule.input_shape, f"{model_title(model.net)} on {datamodule.spec.title}"
     )
     if rank_zero_only.rank == 0:
         (output_dir / "model_summary.txt").write_text(table + "\n")
@@ -232,7 +233,7 @@ def _train(cfg: DictConfig, output_dir: Path, start: float, key: str) -> dict[st
 
     metrics: dict[str, Any] = {
         "status": "running",
-        "model": model.net.title,
+        "model": model_title(model.net),
         "data": datamodule.spec.name,
         "seed": cfg.seed,
         "trainable_params": count_params(model.net),
@@ -340,7 +341,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics = {
         "status": "completed",
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
-        "model": model.net.title,
+        "model": model_title(model.net),
         "data": datamodule.spec.name,
         "test/acc": _scalar(trainer.callback_metrics, "test/acc"),
         "test/loss": _scalar(trainer.callback_metrics, "test/loss"),

@@ -1,7 +1,8 @@
-"""``Net``: every classifier is one flat, named sequence of layers.
+"""``Net``: the zoo's nets are one flat, named sequence of layers.
 
-A flat ``nn.Sequential`` keeps the forward order equal to the registration order, which is
-what the layer table, the shape arithmetic and the feature-map hooks walk.
+A convenience for the built-in nets only: the layer table, filters, feature maps, predict
+and eval work on any ``nn.Module`` (see ``resnet.py`` for a net written as a user would).
+The layer names (``C1``, ``S2``, ``F5``...) are the papers', so tables read like them.
 """
 
 from __future__ import annotations
@@ -10,21 +11,23 @@ from collections import OrderedDict
 
 from torch import nn
 
+from cnnlab.models.summary import check_forward
+
 Layers = list[tuple[str, nn.Module]]
 
 
 class Net(nn.Sequential):
-    def __init__(
-        self, layers: Layers, input_shape: tuple[int, int, int], num_classes: int, title: str
-    ):
+    def __init__(self, layers: Layers, title: str):
         super().__init__(OrderedDict(layers))
-        self.input_shape = tuple(input_shape)
-        self.num_classes = num_classes
         self.title = title
 
-    def conv_names(self) -> list[str]:
-        """Names of the convolution layers, input side first (for filters and feature maps)."""
-        return [n for n, m in self.named_children() if isinstance(m, nn.Conv2d)]
+
+def output_shape(layers: Layers, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape ``layers`` produce for one input, from a dummy forward pass.
+
+    Sizes the first dense layer; a layer the input cannot pass fails here, with its name.
+    """
+    return check_forward(nn.Sequential(OrderedDict(layers)), input_shape)
 
 
 def check_io(input_shape, num_classes) -> tuple[tuple[int, int, int], int]:

@@ -14,6 +14,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from cnnlab.metrics import per_class_accuracy  # noqa: E402
+from cnnlab.models.blocks import ACTIVATIONS  # noqa: E402
+from cnnlab.models.summary import record  # noqa: E402
 
 
 def save(fig: plt.Figure, path: str | Path, dpi: int = 90) -> Path:
@@ -112,6 +114,14 @@ def _tiles(images: torch.Tensor, title: str, max_cols: int, inches: float, **sho
     return fig
 
 
+def filters_title(name: str, conv: nn.Conv2d) -> str:
+    k = conv.kernel_size
+    shown = "RGB" if conv.in_channels == 3 else f"mean over {conv.in_channels} input channels"
+    if conv.in_channels == 1:
+        shown = "one input channel"
+    return f"{name}: {conv.out_channels} learned {k[0]}x{k[1]} filters ({shown})"
+
+
 def filters_figure(conv: nn.Conv2d, title: str, max_filters: int = 64) -> plt.Figure:
     """One tile per output channel: RGB when the layer sees 3 channels, else the channel mean."""
     w = conv.weight.detach().cpu()[:max_filters]
@@ -119,33 +129,39 @@ def filters_figure(conv: nn.Conv2d, title: str, max_filters: int = 64) -> plt.Fi
     return _tiles(tiles, title, max_cols=16, inches=0.6, interpolation="nearest")
 
 
-def feature_maps(net: nn.Sequential, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Activations of one input after each conv block (the activation following each conv)."""
-    names = [n for n, _ in net.named_children()]
-    convs = [n for n, m in net.named_children() if isinstance(m, nn.Conv2d)]
-    # a conv block ends at its activation: the first activation after the conv
-    targets = {}
-    for conv in convs:
-        after = names[names.index(conv) + 1 :]
-        target = next((n for n in after if n.endswith("_act")), conv)
-        targets[target] = conv
+# layers that keep a conv's map element by element: a conv block's output is the conv's
+# carried through these (batch norm, the activation), i.e. what the next layer sees
+_ELEMENTWISE = (
+    nn.BatchNorm2d,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Identity,
+    *ACTIVATIONS.values(),
+)
+
+
+def feature_maps(net: nn.Module, x: torch.Tensor, max_layers: int = 8) -> dict[str, torch.Tensor]:
+    """Activations of one input after each conv block, keyed by the conv's name.
+
+    Works on any net: the convolutions are found by running it with hooks on every leaf
+    module. Deep nets show ``max_layers`` blocks spread from the first to the last.
+    """
+    calls = record(net, x[:1], keep_outputs=True)
     maps: dict[str, torch.Tensor] = {}
-    hooks = [
-        getattr(net, name).register_forward_hook(
-            lambda _m, _i, out, conv=conv: maps.__setitem__(conv, out.detach()[0].cpu())
-        )
-        for name, conv in targets.items()
-    ]
-    was_training = net.training
-    try:
-        net.eval()
-        with torch.no_grad():
-            net(x[:1])
-    finally:
-        net.train(was_training)
-        for h in hooks:
-            h.remove()
-    return maps
+    for i, call in enumerate(calls):
+        if not isinstance(call.module, nn.Conv2d) or call.name in maps:
+            continue
+        end = call
+        for nxt in calls[i + 1 :]:
+            if not (nxt.chained and isinstance(nxt.module, _ELEMENTWISE)):
+                break
+            end = nxt
+        maps[call.name] = end.output[0].cpu()
+    names = list(maps)
+    if len(names) > max_layers:
+        step = (len(names) - 1) / (max_layers - 1)
+        names = [names[round(k * step)] for k in range(max_layers)]
+    return {n: maps[n] for n in names}
 
 
 def feature_map_figure(fmap: torch.Tensor, title: str, max_maps: int = 32) -> plt.Figure:
