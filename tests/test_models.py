@@ -249,3 +249,30 @@ def test_bad_vgg_depth_lists_valid_depths():
         ConfigError, match=r"model.depth=12 is not a VGG depth. Valid: 11, 13, 16, 19"
     ):
         VGG((3, 32, 32), 10, depth=12)
+
+
+@pytest.mark.parametrize(
+    "head,fc_in", [("flatten", 4 * 4 * 64), ("gap", 64), ("gmp", 64)], ids=["flatten", "gap", "gmp"]
+)
+def test_simple_cnn_is_the_decks_network_with_a_choice_of_head(head, fc_in):
+    from cnnlab.models.simple_cnn import SimpleCNN
+
+    net = SimpleCNN((3, 32, 32), 10, head=head)
+    convs = [(m.in_channels, m.out_channels, m.kernel_size, m.padding) for _, m in find_convs(net)]
+    assert convs == [(3, 16, (3, 3), (1, 1)), (16, 32, (3, 3), (1, 1)), (32, 64, (3, 3), (1, 1))]
+    assert net.fc1.in_features == fc_in
+    # convs 448 + 4,640 + 18,496; dense fc_in*256+256; output 256*10+10
+    assert count_params(net) == 448 + 4640 + 18496 + fc_in * 256 + 256 + 2570
+    x = torch.randn(2, 3, 32, 32)
+    children = list(net.children())
+    feats = nn.Sequential(*children[: list(dict(net.named_children())).index("head")])(x)
+    pooled = {"flatten": feats.flatten(1), "gap": feats.mean((2, 3)), "gmp": feats.amax((2, 3))}
+    torch.testing.assert_close(net.head(feats), pooled[head])
+    _train_step(net, (3, 32, 32))
+
+
+def test_simple_cnn_refuses_an_unknown_head():
+    from cnnlab.models.simple_cnn import SimpleCNN
+
+    with pytest.raises(ConfigError, match=r"Unknown model.head='avg'. Valid: flatten, gap, gmp"):
+        SimpleCNN((3, 32, 32), 10, head="avg")

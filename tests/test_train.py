@@ -148,7 +148,7 @@ def test_fashion_mnist_one_epoch_beats_85_percent(fashion_dir, tmp_path):
     assert metrics["test/acc"] > 0.85, metrics
 
 
-MODELS = ["mlp", "lenet", "lenet_classic", "alexnet", "vgg11", "resnet20"]
+MODELS = ["mlp", "lenet", "lenet_classic", "alexnet", "vgg11", "resnet20", "simple_cnn"]
 
 
 @pytest.mark.parametrize("data", ["mnist", "cifar10"])
