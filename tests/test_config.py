@@ -73,7 +73,6 @@ def test_unknown_model_lists_the_options():
     "override,match",
     [
         ("trainer.max_epochs=0", r"trainer.max_epochs=0 must be a positive integer"),
-        ("data.batch_size=-8", r"data.batch_size=-8 must be a positive integer"),
         ("optimizer.lr=0", r"optimizer.lr=0 must be a positive number"),
         ("seed=-1", r"seed=-1 must be a non-negative integer"),
     ],
@@ -81,6 +80,21 @@ def test_unknown_model_lists_the_options():
 def test_bad_values_fail_before_any_work(override, match):
     with pytest.raises(ConfigError, match=match):
         validate(compose_config("train", [override]))
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("data.batch_size=-8", r"data.batch_size=-8 must be a positive integer"),
+        ("data.val_size=0", r"data.val_size=0 must be an integer in \[1, 60000\)"),
+        ("model.dropout=1.5", r"model.dropout=1.5 is outside \[0, 1\)"),
+    ],
+)
+def test_values_a_component_owns_fail_when_it_is_built(override, match):
+    cfg = compose_config("train", [override])
+    validate(cfg)
+    with pytest.raises(ConfigError, match=match):
+        build(cfg)
 
 
 def test_seed_zero_is_valid():

@@ -32,8 +32,6 @@ import pytorch_lightning as pl
 
 from cnnlab.resources import peak_rss_mb
 
-START = time.time()  # as close to process start as this module gets; see first_step_s
-
 VARIANTS = ("raw", "cnnlab", "cnnlab_aug", "torchvision")
 MODELS = {"lenet": [], "vgg11": ["model.width=0.25"]}
 

@@ -62,7 +62,6 @@ class InterruptCheckpoint(pl.Callback):
 
     def __init__(self, dirpath: str):
         self.path = f"{dirpath}/last.ckpt"
-        self.saved: str | None = None
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
@@ -72,7 +71,6 @@ class InterruptCheckpoint(pl.Callback):
             and trainer.state.fn == "fit"
         ):
             trainer.save_checkpoint(self.path)
-            self.saved = self.path
 
 
 class ModelCheckpoint(callbacks.ModelCheckpoint):

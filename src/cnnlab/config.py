@@ -69,11 +69,10 @@ def _positive(cfg: DictConfig, key: str, integer: bool, example: str, allow: tup
 def validate(cfg: DictConfig) -> None:
     """Check the values that would otherwise fail late or silently, before any heavy work.
 
-    Values a component owns (dropout, depth, activation...) are checked where they are
-    used, when the model is built, which also happens before any data is loaded.
+    Values a component owns (dropout, depth, activation, batch and split sizes...) are
+    checked by that component when it is built, which also happens before any data is read.
     """
     _positive(cfg, "trainer.max_epochs", True, "trainer.max_epochs=10")
-    _positive(cfg, "data.batch_size", True, "data.batch_size=128")
     _positive(cfg, "optimizer.lr", False, "optimizer.lr=0.001")
     seed = OmegaConf.select(cfg, "seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
