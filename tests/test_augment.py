@@ -89,3 +89,27 @@ def test_only_training_batches_are_augmented(tiny_mnist):
     v, _ = dm.val_set[pos]
     assert torch.equal(v, dm.val_set.images[dm.val_set.indices[pos]])
     assert dm._workers() > 0  # per-sample augmentation runs in worker processes by default
+
+
+def test_defaults_have_one_source_the_common_yaml():
+    from omegaconf import OmegaConf
+
+    from cnnlab.config import CONFIG_DIR
+    from cnnlab.data.aug_params import PARAMS
+
+    assert OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "aug" / "_common.yaml")) == PARAMS
+    assert dict(compose_config("train", ["aug=none"]).aug) == {**PARAMS, "name": "none"}
+
+
+@pytest.mark.parametrize(
+    "override,switch",
+    [("aug.rotate_limit=20", "affine_p"), ("aug.brightness_contrast=0.3", "brightness_contrast_p")],
+)
+def test_a_strength_without_its_probability_is_warned_about(override, switch, caplog):
+    assert build_augmentation(aug_cfg("none", override), get_spec("mnist")) is None
+    assert f"has no effect while aug.{switch}=0" in caplog.text
+
+
+def test_a_strength_with_its_probability_is_not_warned_about(caplog):
+    build_augmentation(aug_cfg("light", "aug.rotate_limit=20"), get_spec("mnist"))
+    assert "has no effect" not in caplog.text

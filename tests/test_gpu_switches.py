@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnlab.data.augment import BatchAugmentation
+from cnnlab.data.batch_augment import BatchAugmentation
 from cnnlab.errors import ConfigError
 from cnnlab.lit import ImageClassifier
 from cnnlab.models import LeNet5
@@ -66,3 +66,25 @@ def test_resident_path_refuses_augmentations_it_cannot_run():
         ConfigError, match=r"only aug.pad_crop and aug.hflip exist; got aug.rotate_limit=10"
     ):
         BatchAugmentation.from_config({"rotate_limit": 10, "affine_p": 0.8})
+
+
+def test_resident_path_refuses_them_when_the_datamodule_is_built(tmp_path):
+    from cnnlab.config import compose_config
+    from cnnlab.run import build
+
+    cfg = compose_config("train", ["data.resident=true", "aug=light"], output_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"only aug.pad_crop and aug.hflip exist"):
+        build(cfg)  # before any data is read, not in setup()
+
+
+def test_the_on_device_path_does_not_import_albumentations():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch; from cnnlab.data.batch_augment import BatchAugmentation;"
+        "BatchAugmentation(2, 0.5)(torch.zeros(2, 1, 8, 8, dtype=torch.uint8));"
+        "print(sorted(m for m in ('albumentations', 'cv2') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from cnnlab.data.batch_augment import BatchAugmentation
 from cnnlab.data.memory import BatchIndexSampler, ResumableLoader, TensorImageDataset, load_split
 from cnnlab.data.sources import DEFAULT_MIRRORS, DatasetSpec, ensure_dataset, get_spec
 from cnnlab.errors import ConfigError
@@ -85,6 +86,8 @@ class ImageDataModule(pl.LightningDataModule):
         # GPU-resident path: the whole split on the training device, augmented there in batches
         self.resident = resident
         self.shuffle = shuffle  # false: the same batches every epoch (debug=overfit)
+        if resident and self.aug:  # what the device cannot do is refused now, not in setup()
+            BatchAugmentation.from_config(self.aug)
         self._prepared = False
         self.batch_aug = None
         self.train_set = self.val_set = self.test_set = None
@@ -132,8 +135,6 @@ class ImageDataModule(pl.LightningDataModule):
             train_x, train_y, test_x, test_y, perm = (
                 t.to(device) for t in (train_x, train_y, test_x, test_y, perm)
             )
-            from cnnlab.data.augment import BatchAugmentation
-
             self.batch_aug = (
                 BatchAugmentation.from_config(self.aug, self.seed) if self.aug else None
             )
