@@ -1,0 +1,221 @@
+"""Behaviours that one-line slips broke without any test noticing (issue 15's list).
+
+Each test compares against values computed here, independently of the code under test,
+on data that is not learnt perfectly, so that a wrong comparison, a dropped weight or a
+transposed matrix changes the outcome.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+
+from cnnlab.compare import Run, table
+from cnnlab.config import compose_config
+from cnnlab.metrics import per_class_accuracy
+from cnnlab.run import build, fingerprint, read_metrics, train
+
+from .conftest import make_cfg
+
+
+def _events(run_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return acc
+
+
+def test_per_class_accuracy_is_recall_not_precision():
+    # rows: true class, columns: predicted; not symmetric, so recall != precision
+    cm = torch.tensor([[8, 2, 0], [1, 3, 6], [0, 0, 5]])
+    recall = [8 / 10, 3 / 10, 5 / 5]  # precision would be [8/9, 3/5, 5/11]
+    torch.testing.assert_close(per_class_accuracy(cm), torch.tensor(recall))
+
+
+def test_fashion_mnist_constants_are_the_training_splits_statistics(fashion_dir):
+    from torchvision.datasets import FashionMNIST
+
+    from cnnlab.data import get_spec
+
+    pixels = FashionMNIST(str(fashion_dir), train=True).data.double() / 255
+    spec = get_spec("fashion_mnist")
+    assert spec.mean[0] == pytest.approx(pixels.mean().item(), abs=5e-4)  # 0.2860
+    assert spec.std[0] == pytest.approx(pixels.std().item(), abs=5e-4)  # 0.3530
+
+
+def test_training_batches_are_shuffled_and_differ_each_epoch(tiny_mnist, tmp_path):
+    cfg = make_cfg(tmp_path, tiny_mnist, "data.val_size=100", "data.batch_size=500")
+    datamodule, _ = build(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    orders = []
+    for epoch in range(2):
+        loader.sampler.set_epoch(epoch)
+        (batch,) = list(iter(loader.sampler))  # one batch of all 500 positions
+        orders.append(batch.tolist())
+    assert sorted(orders[0]) == sorted(orders[1]) == list(range(500))  # a permutation
+    assert orders[0] != list(range(500))  # shuffled at all
+    assert orders[0] != orders[1]  # and differently each epoch
+    val = list(iter(datamodule.val_dataloader().sampler))[0].tolist()
+    assert val == sorted(val)  # validation is not shuffled
+
+
+def test_the_lenet_classic_preset_uses_average_pooling_and_tanh(tmp_path):
+    _, model = build(compose_config("train", ["model=lenet_classic"], output_dir=tmp_path))
+    kinds = {type(m) for m in model.net.modules()}
+    assert nn.AvgPool2d in kinds and nn.Tanh in kinds
+    assert nn.MaxPool2d not in kinds and nn.ReLU not in kinds
+
+
+@pytest.mark.parametrize("p", [0.3, 0.0])
+def test_lenet_dropout_inserts_dropout_layers(p, tmp_path):
+    _, model = build(
+        compose_config("train", ["model=lenet", f"model.dropout={p}"], output_dir=tmp_path)
+    )
+    rates = [m.p for m in model.net.modules() if isinstance(m, nn.Dropout)]
+    assert rates == ([p, p] if p else [])  # F5 and F6
+
+
+RESULT_CHANGING = [
+    "model.dropout=0.3",
+    "model.batch_norm=true",
+    "model.width=2.0",
+    "model=mlp",
+    "data=cifar10",
+    "data.batch_size=64",
+    "data.val_size=1000",
+    "data.split_seed=1",
+    "optimizer.lr=0.01",
+    "optimizer=sgd",
+    "scheduler=cosine",
+    "aug=light",
+    "aug.hflip=0.5",
+    "seed=7",
+    "trainer.max_epochs=3",
+    "trainer.precision=bf16-mixed",
+]
+NOT_RESULT_CHANGING = [
+    "paths.data_dir=/elsewhere",
+    "data.num_workers=2",
+    "callbacks.progress_bar.refresh_rate=5",
+    "logger=csv",
+    "skip_completed=false",
+]
+
+
+@pytest.mark.parametrize("override", RESULT_CHANGING)
+def test_the_fingerprint_changes_with_every_result_changing_key(override, tmp_path):
+    base = fingerprint(compose_config("train", [], output_dir=tmp_path))
+    assert fingerprint(compose_config("train", [override], output_dir=tmp_path)) != base
+
+
+@pytest.mark.parametrize("override", NOT_RESULT_CHANGING)
+def test_the_fingerprint_ignores_where_and_how_things_are_shown(override, tmp_path):
+    base = fingerprint(compose_config("train", [], output_dir=tmp_path))
+    assert fingerprint(compose_config("train", [override], output_dir=tmp_path)) == base
+
+
+def test_comparison_table_sorts_best_first_and_runs_without_results_last():
+    runs = [
+        Run(Path(f"r{i}"), {"test/acc": acc, "overrides": [f"model.dropout={d}"]})
+        for i, (acc, d) in enumerate([(0.8, 0.1), (None, 0.2), (0.9, 0.3), (0.85, 0.4)])
+    ]
+    _, rows = table(runs)
+    assert [r[0] for r in rows] == ["0.3", "0.4", "0.1", "0.2"]
+    _, rows = table(runs, descending=False)
+    assert [r[0] for r in rows] == ["0.1", "0.4", "0.3", "0.2"]
+
+
+@pytest.fixture(scope="module")
+def noisy_run(tmp_path_factory, fashion_dir):
+    """A few short epochs of real Fashion-MNIST: accuracy moves, nothing is learnt perfectly.
+
+    The last training batch is smaller than the others (1,000 images, batch 300), so a mean
+    of step losses without weights differs from the epoch loss.
+    """
+    tmp = tmp_path_factory.mktemp("noisy")
+    cfg = make_cfg(
+        tmp,
+        fashion_dir,
+        "data=fashion_mnist",
+        "data.val_size=500",
+        "data.batch_size=300",
+        "trainer.max_epochs=4",
+        "trainer.limit_train_batches=4",  # 300 + 300 + 300 + 300 of a shuffled split
+        "trainer.log_every_n_steps=1",
+        "optimizer.lr=0.03",  # large enough that validation accuracy goes up and down
+        "optimizer=sgd",
+    )
+    return cfg, train(cfg)
+
+
+def test_best_validation_accuracy_and_its_epoch_are_the_maximum(noisy_run):
+    cfg, metrics = noisy_run
+    val = [e.value for e in _events(Path(cfg.paths.output_dir)).Scalars("val/acc")]
+    assert len(val) == 4 and 0.2 < max(val) < 0.95 and len(set(val)) > 1
+    assert metrics["val/acc_best"] == pytest.approx(max(val), abs=1e-6)
+    assert metrics["best_epoch"] == int(np.argmax(val))
+    assert read_metrics(cfg.paths.output_dir)["best_epoch"] == int(np.argmax(val))
+
+
+def test_train_loss_epoch_is_the_sample_weighted_mean_of_step_losses(tiny_mnist, tmp_path):
+    cfg = make_cfg(
+        tmp_path,
+        tiny_mnist,
+        "data.val_size=100",  # 500 training images in batches of 200, 200 and 100
+        "data.batch_size=200",
+        "trainer.max_epochs=1",
+        "trainer.log_every_n_steps=1",
+    )
+    train(cfg)
+    events = _events(tmp_path / "run")
+    steps = [e.value for e in events.Scalars("train/loss")]
+    (epoch,) = [e.value for e in events.Scalars("train/loss_epoch")]
+    sizes = [200, 200, 100]
+    weighted = sum(s * n for s, n in zip(steps, sizes, strict=True)) / sum(sizes)
+    assert abs(weighted - np.mean(steps)) > 1e-3  # the test can tell the two apart
+    assert epoch == pytest.approx(weighted, rel=1e-5)
+
+
+def test_skip_completed_false_really_runs_again(tiny_mnist, tmp_path):
+    args = ("data.val_size=100", "data.batch_size=100", "trainer.max_epochs=1", "logger=none")
+    first = train(make_cfg(tmp_path, tiny_mnist, *args))
+    record = tmp_path / "run" / "metrics.json"
+    stamp = record.stat().st_mtime_ns
+    again = train(make_cfg(tmp_path, tiny_mnist, *args))
+    assert again.get("skipped") and record.stat().st_mtime_ns == stamp
+    rerun = train(make_cfg(tmp_path, tiny_mnist, *args, "skip_completed=false"))
+    assert not rerun.get("skipped") and record.stat().st_mtime_ns != stamp
+    assert rerun["steps"] == first["steps"] == 5
+
+
+def test_data_dir_comes_before_the_os_mirrors(tmp_path):
+    from cnnlab.data.synthetic import write_mnist_like
+
+    data_dir, mirror = tmp_path / "data", tmp_path / "mirror"
+    write_mnist_like(data_dir, "mnist", n_train=300, n_test=50)  # the user's copy
+    write_mnist_like(None, "mnist", n_train=400, n_test=60, folder=mirror / "mnist")
+    cfg = make_cfg(tmp_path, data_dir, "data.val_size=100", f"paths.dataset_mirrors=[{mirror}]")
+    datamodule, _ = build(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    assert len(datamodule.train_set) + len(datamodule.val_set) == 300
+    assert len(datamodule.test_set) == 50
+
+
+def test_the_os_mirror_is_used_when_data_dir_is_empty(tmp_path):
+    from cnnlab.data.synthetic import write_mnist_like
+
+    data_dir, mirror = tmp_path / "data", tmp_path / "mirror"
+    data_dir.mkdir()
+    write_mnist_like(None, "mnist", n_train=400, n_test=60, folder=mirror / "mnist")
+    cfg = make_cfg(tmp_path, data_dir, "data.val_size=100", f"paths.dataset_mirrors=[{mirror}]")
+    datamodule, _ = build(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    assert len(datamodule.test_set) == 60
