@@ -34,6 +34,16 @@ def run_app(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         sys.exit(EXIT_USER_ERROR)
 
 
+def script(main: Callable[[list[str]], int | None]) -> None:
+    """Run a small script's ``main(argv)`` and exit: a CnnlabError prints one line, exit 2."""
+    try:
+        code = main(sys.argv[1:])
+    except CnnlabError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        code = EXIT_USER_ERROR
+    sys.exit(code or 0)
+
+
 def parse_key_values(
     argv: list[str],
     required: tuple[str, ...] = (),

@@ -17,6 +17,17 @@ from cnnlab.models.blocks import pool
 from cnnlab.models.summary import window_out
 from cnnlab.viz.figures import plt
 
+# The sign convention matters: a conv layer computes cross-correlation (the kernel slides over
+# the image unflipped), so [-1, 0, 1] answers a dark-to-bright edge (left to right) with a
+# positive value and [1, 0, -1] a bright-to-dark one. The course's decks use the second form;
+# cnnlab's classic set the first. Both are offered, each under its own name.
+COURSE_KERNELS: dict[str, list[list[float]]] = {
+    "vertical edge (course)": [[1, 0, -1], [1, 0, -1], [1, 0, -1]],
+    "horizontal edge (course)": [[1, 1, 1], [0, 0, 0], [-1, -1, -1]],
+    "sobel (course)": [[1, 0, -1], [2, 0, -2], [1, 0, -1]],
+    "laplacian": [[0, -1, 0], [-1, 4, -1], [0, -1, 0]],
+}
+
 KERNELS: dict[str, list[list[float]]] = {
     "vertical edge": [[-1, 0, 1], [-1, 0, 1], [-1, 0, 1]],
     "horizontal edge": [[-1, -1, -1], [0, 0, 0], [1, 1, 1]],
@@ -52,6 +63,36 @@ def load_gray(path: str | Path, size: int | None = None) -> torch.Tensor:
     if size:
         img.thumbnail((size, size))
     return torch.from_numpy(np.asarray(img, dtype=np.float32))
+
+
+def text_color(value: float, vmin: float, vmax: float, cmap: str = "gray") -> str:
+    """Black or white, whichever reads better on the cell colour ``cmap`` gives ``value``."""
+    from matplotlib import colormaps
+
+    t = 0.5 if vmax <= vmin else (value - vmin) / (vmax - vmin)
+    r, g, b, _ = colormaps[cmap](t)
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+
+
+def show_map(ax, fmap: torch.Tensor, cmap: str = "gray", numbers: bool | None = None) -> None:
+    """Draw a 2-D map; maps up to 8x8 show every value, in a colour readable on its cell.
+
+    A constant map (a 1x1 one included) is drawn mid-grey, not black: with no range to
+    stretch, imshow would paint every cell with the lowest colour.
+    """
+    arr = fmap.detach().float().cpu().numpy()
+    lo, hi = float(arr.min()), float(arr.max())
+    if hi <= lo:
+        lo, hi = lo - 1, hi + 1
+    ax.imshow(arr, cmap=cmap, vmin=lo, vmax=hi)
+    if numbers if numbers is not None else max(arr.shape) <= 8:
+        for (i, j), v in np.ndenumerate(arr):
+            label = f"{v:g}" if abs(v - round(v)) < 1e-6 else f"{v:.2f}"
+            ax.text(
+                j, i, label, ha="center", va="center", fontsize=8, color=text_color(v, lo, hi, cmap)
+            )
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def formula(size: int, k: int, stride: int, padding: int) -> str:
@@ -99,15 +140,17 @@ def kernel_figure(
         relu = out.clamp_min(0)
         panels = [out, relu, pooled(relu, "max", pool_size), pooled(relu, "avg", pool_size)]
         for r, img in enumerate(panels, start=1):
-            axes[r, c].imshow(img, cmap="gray")
+            show_map(axes[r, c], img)
             axes[r, c].set_title(
                 f"{img.shape[0]}x{img.shape[1]} [{img.min():.0f}, {img.max():.0f}]", fontsize=7
             )
     k0 = len(next(iter(kernels.values())))
     fig.suptitle(
-        f"Classic 3x3 kernels as a conv layer computes them, stride {stride}, padding {padding}: "
-        f"{formula(h, k0, stride, padding)}",
-        fontsize=10,
+        f"3x3 kernels as a conv layer computes them, stride {stride}, padding {padding}: "
+        f"{formula(h, k0, stride, padding)}\n"
+        f"Cross-correlation, no flip: [1, 0, -1] is positive on a bright-to-dark edge (left to "
+        f"right), [-1, 0, 1] on a dark-to-bright one; ReLU keeps only the positive side.",
+        fontsize=9,
     )
     fig.tight_layout()
     return fig
@@ -117,19 +160,63 @@ def pooling_figure(fmap: torch.Tensor, size: int = 2) -> plt.Figure:
     """Max, average and min pooling of the same map, side by side, with values when small."""
     results = {kind: pooled(fmap, kind, size) for kind in ("max", "avg", "min")}
     fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
-    small = fmap.numel() <= 64
     for ax, (title, img) in zip(
         axes,
         [("input", fmap), *((f"{k} pool {size}x{size}", v) for k, v in results.items())],
         strict=True,
     ):
-        ax.imshow(img, cmap="gray")
+        show_map(ax, img)
         ax.set_title(f"{title} {img.shape[0]}x{img.shape[1]}", fontsize=9)
-        if small:
-            for (i, j), v in np.ndenumerate(img.numpy()):
-                ax.text(j, i, f"{v:g}", ha="center", va="center", color="red", fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def rgb_convolve(
+    image: torch.Tensor, kernels, bias: float = 0.0, stride: int = 1, padding: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """An RGB (3, H, W) image through one conv filter as the decks draw it.
+
+    One 3x3 kernel per input channel (``kernels``: 3 kernels, or one used for all three),
+    each channel correlated with its own kernel, the three results summed, plus one bias:
+    what a ``Conv2d(3, 1, k)`` computes. Returns the per-channel maps (3, H', W') and the
+    output map (H', W'), the latter from the conv layer itself.
+    """
+    k = torch.as_tensor(kernels, dtype=torch.float32)
+    k = k.expand(3, *k.shape[-2:]) if k.ndim == 2 else k
+    x = image.float().view(1, 3, *image.shape[-2:])
+    conv = nn.Conv2d(3, 1, tuple(k.shape[-2:]), stride=stride, padding=padding)
+    with torch.no_grad():
+        conv.weight.copy_(k.unsqueeze(0))
+        conv.bias.fill_(bias)
+        out = conv(x)[0, 0]
+        per_channel = torch.stack([convolve(x[0, i], k[i], stride, padding) for i in range(3)])
+    return per_channel, out
+
+
+def rgb_figure(image: torch.Tensor, kernels, bias: float = 0.0) -> plt.Figure:
+    """Rows R, G, B: the channel, its kernel, the channel's map; last column: sum + bias."""
+    per_channel, out = rgb_convolve(image, kernels, bias)
+    k = torch.as_tensor(kernels, dtype=torch.float32)
+    k = k.expand(3, *k.shape[-2:]) if k.ndim == 2 else k
+    fig, axes = plt.subplots(3, 4, figsize=(10, 7.5))
+    for i, name in enumerate(("red", "green", "blue")):
+        show_map(axes[i, 0], image[i], cmap=f"{name.capitalize()}s")
+        axes[i, 0].set_title(f"{name} channel", fontsize=9)
+        show_map(axes[i, 1], k[i], cmap="coolwarm", numbers=True)
+        axes[i, 1].set_title(f"kernel for {name}", fontsize=9)
+        show_map(axes[i, 2], per_channel[i])
+        axes[i, 2].set_title(f"{name} * kernel", fontsize=9)
+        axes[i, 3].axis("off")
+    show_map(axes[1, 3], out)
+    axes[1, 3].set_title(f"sum of the three + bias {bias:g}", fontsize=9)
+    axes[1, 3].axis("on")
+    axes[1, 3].set_xticks([])
+    axes[1, 3].set_yticks([])
+    fig.suptitle(
+        "One filter on an RGB image: one kernel per channel, the three maps summed, plus a bias "
+        "= one output map (a Conv2d(3, 1, 3x3) has 3*3*3 + 1 = 28 parameters)",
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig
 

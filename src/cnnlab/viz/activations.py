@@ -1,0 +1,70 @@
+"""The activation functions of deck 002 and their derivatives, computed by autograd."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cnnlab.viz.figures import plt
+
+
+class Step(nn.Module):
+    """The perceptron's threshold: 1 if x > 0 else 0. Its derivative is 0 wherever it exists."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the x * 0 keeps the graph: autograd then reports the true derivative, 0
+        return (x > 0).float() + x * 0
+
+
+ACTIVATION_CURVES: dict[str, nn.Module] = {
+    "step": Step(),
+    "sigmoid": nn.Sigmoid(),
+    "tanh": nn.Tanh(),
+    "ReLU": nn.ReLU(),
+    "leaky ReLU (0.1)": nn.LeakyReLU(0.1),
+    "GELU": nn.GELU(),
+}
+
+
+def curves(x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """For each activation: its values at ``x`` and its derivative there (autograd)."""
+    out = {}
+    for name, fn in ACTIVATION_CURVES.items():
+        xs = x.detach().clone().requires_grad_(True)
+        y = fn(xs)
+        (grad,) = torch.autograd.grad(y.sum(), xs)
+        out[name] = (y.detach(), grad)
+    return out
+
+
+def activations_figure(lo: float = -4.0, hi: float = 4.0) -> plt.Figure:
+    x = torch.linspace(lo, hi, 801)
+    data = curves(x)
+    fig, axes = plt.subplots(2, len(data), figsize=(2.6 * len(data), 5.2), sharex=True)
+    for c, (name, (y, dy)) in enumerate(data.items()):
+        for r, (values, label) in enumerate(((y, name), (dy, f"d/dx {name}"))):
+            ax = axes[r, c]
+            ax.axhline(0, color="0.8", lw=0.8)
+            ax.axvline(0, color="0.8", lw=0.8)
+            ax.plot(x, values, color="C0" if r == 0 else "C3")
+            ax.set_title(label, fontsize=9)
+            ax.set_ylim(min(-1.3, float(values.min()) - 0.2), max(1.3, float(values.max()) + 0.2))
+    axes[1, 0].text(
+        0.5,
+        0.55,
+        "0 everywhere:\nno gradient to learn from",
+        ha="center",
+        fontsize=8,
+        transform=axes[1, 0].transAxes,
+        color="C3",
+    )
+    fig.suptitle(
+        "Activations (top) and their derivatives (bottom). Gradient descent moves weights along "
+        "the derivative: the step function's is 0 (undefined at 0), so a network of steps cannot "
+        "be trained by backpropagation; sigmoid and tanh saturate (derivative near 0 for large |x|); "
+        "ReLU passes gradient 1 for x > 0.",
+        fontsize=8,
+        wrap=True,
+    )
+    fig.tight_layout()
+    return fig
