@@ -59,7 +59,7 @@ format: $(STAMP)  ## ruff: fix what can be fixed, format
 	$(BIN)/ruff format src tests scripts train.py eval.py
 
 tensorboard: $(STAMP)  ## open TensorBoard on every run in outputs/
-	$(BIN)/tensorboard --logdir outputs --bind_all
+	$(BIN)/tensorboard --logdir outputs --host $(or $(HOST),localhost)
 
 clean:  ## remove outputs, caches and the virtualenv (keeps data/)
 	rm -rf outputs/train outputs/eval outputs/sweeps multirun .pytest_cache .ruff_cache $(VENV)

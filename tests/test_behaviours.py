@@ -219,3 +219,43 @@ def test_the_os_mirror_is_used_when_data_dir_is_empty(tmp_path):
     datamodule.prepare_data()
     datamodule.setup("fit")
     assert len(datamodule.test_set) == 60
+
+
+def test_sweep_plot_legend_hides_no_bar_label(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from cnnlab import compare
+
+    # the README's dropout x batch-norm sweep: in the old plot the legend covered a label
+    results = [(0.8893, 0.0, True), (0.8855, 0.5, True), (0.8831, 0.25, True),
+               (0.8740, 0.0, False), (0.8706, 0.25, False), (0.8526, 0.5, False)]  # fmt: skip
+    runs = [
+        Run(
+            Path(f"r{i}"),
+            {"test/acc": a, "overrides": [f"model.dropout={d}", f"model.batch_norm={bn}"]},
+        )
+        for i, (a, d, bn) in enumerate(results)
+    ]
+    captured = {}
+    real_savefig = plt.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        captured["fig"] = fig
+        return real_savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = keep
+    try:
+        compare.plot(runs, tmp_path / "p.png")
+    finally:
+        plt.Figure.savefig = real_savefig
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = captured["fig"]
+    canvas = FigureCanvasAgg(fig)  # the figure was closed after saving: draw it again
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    (ax,) = fig.axes
+    legend = ax.get_legend().get_window_extent(renderer)
+    labels = [t for t in ax.texts if t.get_text()]
+    assert sorted(t.get_text() for t in labels) == sorted(f"{a:.3f}" for a, _, _ in results)
+    assert not any(t.get_window_extent(renderer).overlaps(legend) for t in labels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -99,16 +100,19 @@ def test_comparison_table_has_one_row_per_job_and_the_swept_key(sweep, tmp_path)
     for name, metrics in jobs(sweep_dir).items():
         row = by_dropout[name.split("model.dropout=")[1].split(",")[0]]
         if metrics["status"] == "completed":
-            assert row["test/acc"] == f"{metrics['test/acc']:.4f}"
-            assert (
-                row["params"] == f"{metrics['trainable_params']:,}" and row["status"] == "completed"
-            )
+            assert row["test/acc"] == metrics["test/acc"]
+            assert row["params"] == metrics["trainable_params"] and row["status"] == "completed"
         else:
             assert row["status"].startswith("failed: ConfigError: model.dropout=1.5")
     assert rows[-1][0] == "1.5"  # failed runs sort last
     md = to_markdown(header, rows)
     assert md.count("\n") == 4 and "| model.dropout |" in md
-    assert to_csv(header, rows, tmp_path / "t.csv").read_text().count("\n") == 4
+    completed = next(r for r in rows if r[header.index("status")] == "completed")
+    assert f"| {completed[header.index('params')]:,} |" in md  # 61,706 in Markdown
+    with open(to_csv(header, rows, tmp_path / "t.csv")) as f:
+        csv_rows = list(csv.DictReader(f))
+    assert len(csv_rows) == 3
+    assert {r["params"] for r in csv_rows if r["status"] == "completed"} == {"61706"}  # a number
     assert plot(runs, tmp_path / "t.png").stat().st_size > 1000
 
 

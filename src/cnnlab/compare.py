@@ -106,7 +106,10 @@ def table(
     descending: bool = True,
     with_path: bool = False,
 ) -> tuple[list[str], list[list[str]]]:
-    """Header and rows (as text) of the comparison table, best run first."""
+    """Header and rows of the comparison table, best run first.
+
+    Cells hold values (numbers stay numbers, for CSV and for code); ``to_markdown`` formats.
+    """
     keys = swept_keys(runs)
     # the run's path is only needed when its swept values do not tell it apart
     distinct = len({tuple(r.overrides.get(k, "") for k in keys) for r in runs}) == len(runs)
@@ -116,34 +119,36 @@ def table(
     for run in sorted(runs, key=lambda r: _sort_key(r, sort, descending)):
         m = run.metrics
         cells = [*([_name(run, roots)] if named else []), *(run.overrides.get(k, "") for k in keys)]
-        cells += [_fmt(m.get(c)) for c in METRIC_COLUMNS]
-        params = m.get("trainable_params")
-        cells += [
-            f"{params:,}" if isinstance(params, int) else "",
-            _fmt(m.get("epochs")),
-            _fmt(m.get("wall_time_s"), ".1f"),
-            run.status,
-        ]
+        cells += [m.get(c) for c in METRIC_COLUMNS]
+        cells += [m.get("trainable_params"), m.get("epochs"), m.get("wall_time_s"), run.status]
         rows.append(cells)
     return header, rows
+
+
+# how a column's numbers read in the Markdown table (the CSV keeps them as they are)
+_FORMATS = {"params": ",", "wall_s": ".1f"}
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:
     if value is None:
         return ""
-    if isinstance(value, float):
+    if isinstance(value, float) or (isinstance(value, int) and spec == ","):
         return format(value, spec)
     return str(value)
 
 
-def to_markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def to_markdown(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def line(cells):
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
-    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
+    text_rows = [
+        [_fmt(v, _FORMATS.get(col, ".4f")) for col, v in zip(header, row, strict=True)]
+        for row in rows
+    ]
+    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, text_rows)])
 
 
-def to_csv(header: Sequence[str], rows: Sequence[Sequence[str]], path: str | Path) -> Path:
+def to_csv(header: Sequence[str], rows: Sequence[Sequence[Any]], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
@@ -182,9 +187,16 @@ def plot(runs: Sequence[Run], path: str | Path, metric: str = "test/acc") -> Pat
         max(0.0, low - (max(values) - low) - 0.02),
         min(1.0, max(values) + 0.02) if max(values) <= 1 else None,
     )
-    if keys and len(palette) > 1:
+    if keys and len(palette) > 1:  # beside the axes: inside, it can hide a bar's label
         handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in palette.values()]
-        ax.legend(handles, [f"{keys[0]}={g}" for g in palette], fontsize=8)
+        ax.legend(
+            handles,
+            [f"{keys[0]}={g}" for g in palette],
+            fontsize=8,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            borderaxespad=0,
+        )
     ax.set_title(f"{metric} per run")
     fig.tight_layout()
     path = Path(path)
