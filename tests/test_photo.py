@@ -1,0 +1,58 @@
+"""Photos and drawings prepared the way the datasets were made (dark background, framed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnlab.photo import Framing, light_background, prepare
+
+
+def _drawing(canvas=(120, 90), box=(30, 50, 40, 60)) -> Image.Image:
+    """A dark stroke drawn on white paper (slightly grey), off-centre in a large frame."""
+    arr = np.full(canvas, 230, np.uint8)
+    y, x, hh, ww = box
+    arr[y : y + hh, x : x + ww // 3] = 20  # a thick vertical bar
+    arr[y : y + 8, x : x + ww] = 20  # and a top bar: a "7"-like shape
+    return Image.fromarray(arr)
+
+
+def test_a_light_background_is_detected_and_inverted():
+    assert light_background(np.asarray(_drawing(), dtype=np.float32))
+    assert not light_background(255 - np.asarray(_drawing(), dtype=np.float32))
+    p = prepare(_drawing(), (1, 28, 28), Framing(20, "mass"))
+    x = p.image[0, 0].numpy()
+    assert x[0, 0] == 0 and x.max() == 255  # black background, full-range stroke
+    assert p.steps[0].startswith("inverted")
+
+
+def test_mnist_framing_fits_a_20px_box_centred_by_mass():
+    x = prepare(_drawing(), (1, 28, 28), Framing(20, "mass")).image[0, 0].numpy().astype(float)
+    rows, cols = np.flatnonzero(x.max(1) > 40), np.flatnonzero(x.max(0) > 40)
+    assert max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) in (19, 20, 21)
+    ys, xs = np.indices(x.shape)
+    cy, cx = (x * ys).sum() / x.sum(), (x * xs).sum() / x.sum()
+    assert abs(cy - 13.5) <= 1.0 and abs(cx - 13.5) <= 1.0
+
+
+def test_fashion_framing_fills_the_frame_centred_by_box():
+    x = prepare(_drawing(), (1, 28, 28), Framing(28, "box")).image[0, 0].numpy()
+    rows, cols = np.flatnonzero(x.max(1) > 40), np.flatnonzero(x.max(0) > 40)
+    assert rows[-1] - rows[0] + 1 == 28  # the longest side (height) fills the frame
+    assert abs((cols[0] + cols[-1]) / 2 - 13.5) <= 1  # the box is centred
+
+
+def test_a_dark_background_image_is_not_inverted():
+    img = Image.fromarray(255 - np.asarray(_drawing()))
+    auto = prepare(img, (1, 28, 28), Framing(20, "mass"))
+    assert not any(s.startswith("inverted") for s in auto.steps)
+    as_drawn = prepare(_drawing(), (1, 28, 28), Framing(20, "mass"))
+    assert (auto.image.int() - as_drawn.image.int()).abs().float().mean() < 2  # same result
+    forced = prepare(img, (1, 28, 28), Framing(20, "mass"), invert="true")
+    assert forced.steps[0].startswith("inverted") and not forced.image.equal(auto.image)
+
+
+def test_bad_invert_value_is_refused():
+    with pytest.raises(ValueError, match="invert='maybe'"):
+        prepare(_drawing(), (1, 28, 28), Framing(20), invert="maybe")
