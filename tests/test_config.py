@@ -21,7 +21,7 @@ GROUP_OPTIONS = [
 
 
 def test_the_groups_that_must_exist_do():
-    assert DATA == ["cifar10", "fashion_mnist", "mnist"]
+    assert DATA == ["cifar10", "fashion_mnist", "mnist", "svhn"]
     assert {"mlp", "lenet", "lenet_classic", "alexnet", "vgg", "vgg16"} <= set(MODELS)
 
 

@@ -10,8 +10,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.checkpoint import load_classifier
-from cnnlab.data.datamodule import normalize
-from cnnlab.data.sources import get_spec
+from cnnlab.data.specs import get_spec, normalize
 from cnnlab.errors import CnnlabError
 
 
@@ -69,6 +68,6 @@ def predict(ckpt_path: str | Path, image: str | Path | Image.Image) -> Predictio
     model, info = load_classifier(ckpt_path)
     spec = get_spec(info["config"]["data"]["name"])
     img = image if isinstance(image, Image.Image) else open_image(image)
-    x = normalize(to_input(img, tuple(info["input_shape"])), spec)
+    x = normalize(to_input(img, tuple(info["input_shape"])), spec.mean, spec.std)
     probs = model(x).softmax(dim=1)[0]
     return Prediction(list(info["classes"]), probs)

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from cnnlab.data.sources import DatasetSpec
+from cnnlab.data.specs import DatasetSpec
 from cnnlab.errors import ConfigError
 
 # key -> (default, check); the defaults disable everything
