@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 from hydra.utils import instantiate
+from PIL import Image
 
 from cnnlab.config import CONFIG_DIR, compose_config, validate
 from cnnlab.errors import ConfigError
@@ -21,13 +22,19 @@ GROUP_OPTIONS = [
 
 
 def test_the_groups_that_must_exist_do():
-    assert DATA == ["cifar10", "fashion_mnist", "mnist", "svhn"]
+    assert DATA == ["cifar10", "fashion_mnist", "folder", "mnist", "svhn"]
     assert {"mlp", "lenet", "lenet_classic", "alexnet", "vgg", "vgg16"} <= set(MODELS)
 
 
 @pytest.mark.parametrize("data,model", list(itertools.product(DATA, MODELS)))
 def test_every_data_model_pair_composes_and_builds(data, model, tmp_path):
-    cfg = compose_config("train", [f"data={data}", f"model={model}"], output_dir=tmp_path)
+    extra = []
+    if data == "folder":  # ten class folders of one image each: listed, never read, by build
+        for k in range(10):
+            (tmp_path / "imgs" / f"class{k}").mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / f"class{k}" / "a.png")
+        extra = [f"data.root={tmp_path / 'imgs'}"]
+    cfg = compose_config("train", [f"data={data}", f"model={model}", *extra], output_dir=tmp_path)
     validate(cfg)
     datamodule, classifier = build(cfg)
     assert classifier.net.input_shape == datamodule.input_shape

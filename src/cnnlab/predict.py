@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.checkpoint import load_classifier
+from cnnlab.data.images import image_to_uint8
 from cnnlab.data.specs import get_spec, normalize
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CheckpointError, CnnlabError
 
 
 def open_image(path: str | Path) -> Image.Image:
@@ -31,26 +32,35 @@ def open_image(path: str | Path) -> Image.Image:
 
 
 def to_input(img: Image.Image, input_shape: tuple[int, int, int]) -> torch.Tensor:
-    """Any size and colour mode -> uint8 (1, C, H, W) in the dataset's format.
-
-    Grayscale datasets get luminance, colour ones RGB (transparency dropped onto black, as
-    the datasets' backgrounds are); the image is resized to the dataset's size.
-    """
+    """Any size and colour mode -> uint8 (1, C, H, W), converted as training images were."""
     c, h, w = input_shape
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(background, img)
-    if img.mode in ("I", "I;16", "I;16B", "F"):  # 16-bit and float scans: scale to 8 bits
-        arr = np.asarray(img, dtype=np.float64)
-        arr = 255 * (arr - arr.min()) / max(arr.max() - arr.min(), 1e-12)
-        img = Image.fromarray(arr.astype(np.uint8))
-    img = img.convert("L" if c == 1 else "RGB")
-    if img.size != (w, h):
-        img = img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    arr = np.asarray(img, dtype=np.uint8)
-    arr = arr[..., None] if arr.ndim == 2 else arr
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0)
+    return image_to_uint8(img, c, (h, w)).unsqueeze(0)
+
+
+def input_normalization(info: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) a checkpoint's run normalised its inputs with.
+
+    Checkpoints store them (a folder dataset's are computed from its images); older ones
+    name a built-in dataset, whose spec has them.
+    """
+    stored = info.get("normalization")
+    if stored:
+        channels = info["input_shape"][0]
+        try:
+            mean = tuple(float(v) for v in stored["mean"])
+            std = tuple(float(v) for v in stored["std"])
+        except (KeyError, TypeError, ValueError):
+            mean = std = ()
+        if not (len(mean) == len(std) == channels and all(s > 0 for s in std)) or not all(
+            math.isfinite(v) for v in mean + std
+        ):
+            raise CheckpointError(
+                f"the checkpoint's normalization {stored!r} is not {channels} finite means "
+                f"and positive stds; the file is damaged."
+            )
+        return mean, std
+    spec = get_spec(info["config"]["data"]["name"])
+    return spec.mean, spec.std
 
 
 @dataclass
@@ -66,8 +76,7 @@ class Prediction:
 @torch.no_grad()
 def predict(ckpt_path: str | Path, image: str | Path | Image.Image) -> Prediction:
     model, info = load_classifier(ckpt_path)
-    spec = get_spec(info["config"]["data"]["name"])
     img = image if isinstance(image, Image.Image) else open_image(image)
-    x = normalize(to_input(img, tuple(info["input_shape"])), spec.mean, spec.std)
+    x = normalize(to_input(img, tuple(info["input_shape"])), *input_normalization(info))
     probs = model(x).softmax(dim=1)[0]
     return Prediction(list(info["classes"]), probs)
