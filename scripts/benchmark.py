@@ -12,15 +12,14 @@ from pathlib import Path
 
 from cnnlab.bench import MODELS, VARIANTS, report, run_benchmark
 from cnnlab.config import PROJECT_ROOT
+from cnnlab.data.specs import SPECS
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument(
-        "--data", default="fashion_mnist", choices=["mnist", "fashion_mnist", "cifar10"]
-    )
+    parser.add_argument("--data", default="fashion_mnist", choices=list(SPECS))
     parser.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / "data")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(

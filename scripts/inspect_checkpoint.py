@@ -9,10 +9,9 @@ from pathlib import Path
 
 from cnnlab.checkpoint import load_classifier
 from cnnlab.cli import EXIT_USER_ERROR, parse_key_values
-from cnnlab.data.datamodule import normalize
-from cnnlab.data.sources import get_spec
+from cnnlab.data.specs import normalize
 from cnnlab.errors import CnnlabError
-from cnnlab.predict import open_image, to_input
+from cnnlab.predict import input_normalization, open_image, to_input
 from cnnlab.viz.network import save_network_figures
 
 
@@ -25,7 +24,7 @@ def main(argv: list[str]) -> int:
         print(f"Error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     out = Path(args["out_dir"] or Path(args["ckpt_path"]).parent.parent / "figures")
-    x = normalize(x, get_spec(info["config"]["data"]["name"]))
+    x = normalize(x, *input_normalization(info))
     for path in save_network_figures(model.net, x, out):
         print(f"Saved {path}")
     return 0

@@ -1,33 +1,34 @@
 """Classify an image file: ``python scripts/predict.py ckpt_path=<run>/checkpoints/best.ckpt image=shoe.jpg``.
 
-Options: ``topk=5``, ``chart=scores.png`` (a bar chart of the top classes). Any size and
-colour mode is converted the way the checkpoint's training data was prepared.
+Options: ``topk=5``; ``chart=scores.png`` (a bar chart of the top classes); ``invert=auto``
+(MNIST-like datasets: a light background is inverted; ``true`` / ``false`` to force);
+``show=seen.png`` (the prepared input, what the net saw). A photo or drawing is prepared the
+way the checkpoint's dataset was made: any size and colour mode; for MNIST and
+Fashion-MNIST also inverted, cropped to the object and centred.
 """
 
-import sys
-
-from cnnlab.cli import EXIT_USER_ERROR, parse_key_values
-from cnnlab.errors import CnnlabError
+from cnnlab.cli import parse_key_values, script
 from cnnlab.predict import predict
 from cnnlab.viz.figures import bar_figure, save
+from cnnlab.viz.grids import image_grid, save_png
 
 
 def main(argv: list[str]) -> int:
-    try:
-        args = parse_key_values(
-            argv,
-            required=("ckpt_path", "image"),
-            optional={"topk": "5", "chart": ""},
-            positive_ints=("topk",),
-        )
-        prediction = predict(args["ckpt_path"], args["image"])
-    except CnnlabError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    args = parse_key_values(
+        argv,
+        required=("ckpt_path", "image"),
+        optional={"topk": "5", "chart": "", "invert": "auto", "show": ""},
+        positive_ints=("topk",),
+    )
+    prediction = predict(args["ckpt_path"], args["image"], invert=args["invert"])
+    print("Prepared: " + "; ".join(prediction.prepared.steps))
     top = prediction.top(int(args["topk"]))
     width = max(len(name) for name, _ in top)
     for name, p in top:
         print(f"{name:<{width}}  {p:7.2%}  {'#' * round(40 * p)}")
+    if args["show"]:
+        seen = save_png(image_grid(prediction.prepared.image, nrow=1, upscale=8), args["show"])
+        print(f"Input as the net saw it: {seen}")
     if args["chart"]:
         names, probs = zip(*top, strict=True)
         chart = save(
@@ -38,4 +39,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    script(main)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from torchvision import datasets as tvd
 
 from cnnlab.config import compose_config
 from cnnlab.data.sources import ensure_dataset
-from cnnlab.data.synthetic import write_cifar_like, write_mnist_like
+from cnnlab.data.specs import get_spec
+from cnnlab.data.synthetic import write_cifar_like, write_mnist_like, write_synthetic
 
 FASHION_MIRROR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -27,12 +27,20 @@ def tiny_mnist(data_dir: Path) -> Path:
     return data_dir
 
 
-def patch_cifar_md5(monkeypatch: pytest.MonkeyPatch, sums: dict[str, str]) -> None:
+def patch_md5(monkeypatch: pytest.MonkeyPatch, name: str, sums: dict[str, str]) -> None:
     """Make torchvision (and cnnlab, which reads the same lists) expect our tiny files' md5."""
-    c = tvd.CIFAR10
-    monkeypatch.setattr(c, "train_list", [[n, sums[n]] for n, _ in c.train_list])
-    monkeypatch.setattr(c, "test_list", [[n, sums[n]] for n, _ in c.test_list])
-    monkeypatch.setattr(c, "meta", {**c.meta, "md5": sums[c.meta["filename"]]})
+    for obj, attr, value in get_spec(name).format.md5_overrides(sums):
+        monkeypatch.setattr(obj, attr, value)
+
+
+def patch_cifar_md5(monkeypatch: pytest.MonkeyPatch, sums: dict[str, str]) -> None:
+    patch_md5(monkeypatch, "cifar10", sums)
+
+
+@pytest.fixture
+def tiny_svhn(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    patch_md5(monkeypatch, "svhn", write_synthetic("svhn", data_dir, n_train=500, n_test=200))
+    return data_dir
 
 
 @pytest.fixture

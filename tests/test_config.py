@@ -7,6 +7,7 @@ import itertools
 import pytest
 import torch
 from hydra.utils import instantiate
+from PIL import Image
 
 from cnnlab.config import CONFIG_DIR, compose_config, validate
 from cnnlab.errors import ConfigError
@@ -22,14 +23,20 @@ GROUP_OPTIONS = [
 
 
 def test_the_groups_that_must_exist_do():
-    assert DATA == ["cifar10", "fashion_mnist", "mnist"]
+    assert DATA == ["cifar10", "fashion_mnist", "folder", "mnist", "svhn"]
     assert {"mlp", "lenet", "lenet_classic", "alexnet", "vgg11", "vgg16", "resnet20"} <= set(MODELS)
     assert {"resnet56", "resnet18"} <= set(MODELS)
 
 
 @pytest.mark.parametrize("data,model", list(itertools.product(DATA, MODELS)))
 def test_every_data_model_pair_composes_and_builds(data, model, tmp_path):
-    cfg = compose_config("train", [f"data={data}", f"model={model}"], output_dir=tmp_path)
+    extra = []
+    if data == "folder":  # ten class folders of one image each: listed, never read, by build
+        for k in range(10):
+            (tmp_path / "imgs" / f"class{k}").mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / f"class{k}" / "a.png")
+        extra = [f"data.root={tmp_path / 'imgs'}"]
+    cfg = compose_config("train", [f"data={data}", f"model={model}", *extra], output_dir=tmp_path)
     validate(cfg)
     datamodule, classifier = build(cfg)
     logits = classifier.net.eval()(torch.zeros(2, *datamodule.input_shape))
@@ -86,7 +93,7 @@ def test_bad_values_fail_before_any_work(override, match):
     "override,match",
     [
         ("data.batch_size=-8", r"data.batch_size=-8 must be a positive integer"),
-        ("data.val_size=0", r"data.val_size=0 must be an integer in \[1, 60000\)"),
+        ("data.val_size=0", r"data.val_size=0 must be a count in \[1, 60000\) or a fraction"),
         ("model.dropout=1.5", r"model.dropout=1.5 is outside \[0, 1\)"),
     ],
 )

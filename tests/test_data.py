@@ -90,3 +90,40 @@ def test_mnist_size_split_is_held_once_as_uint8_and_shared_with_the_loader(tmp_p
     assert dm.train_set.images.dtype == torch.uint8
     assert dm.train_set.images.untyped_storage().nbytes() == 60000 * 28 * 28  # 47 MB, no float copy
     assert loader.dataset is dm.train_set and loader.num_workers == 2  # workers fork, not copy
+
+
+def test_sampler_never_yields_a_one_sample_batch():
+    # 55,000 training images in batches of 3 leave one image over: it joins the last batch
+    s = BatchIndexSampler(55000, 3, shuffle=True, seed=0)
+    batches = list(s)
+    assert len(batches) == len(s) == 18333
+    assert {len(b) for b in batches[:-1]} == {3} and len(batches[-1]) == 4
+    assert sorted(torch.cat(batches).tolist()) == list(range(55000))
+    for n, world in ((10, 1), (21, 2), (7, 1)):  # 7 = 2 * 3 + 1; 21 over 2 ranks: 11 = 2 * 5 + 1
+        for rank in range(world):
+            sizes = [
+                len(b)
+                for b in BatchIndexSampler(n, 3 if world == 1 else 5, True, 0, False, rank, world)
+            ]
+            assert min(sizes) > 1 and sum(sizes) == -(-n // world), (n, world, sizes)
+
+
+def test_batch_norm_trains_when_the_split_leaves_one_sample_over(tmp_path, tiny_mnist):
+    from cnnlab.run import train
+
+    from .conftest import make_cfg
+
+    # 600 - 99 = 501 training images, batches of 100: the old last batch held one image,
+    # and BatchNorm1d cannot train on one value per channel
+    cfg = make_cfg(
+        tmp_path,
+        tiny_mnist,
+        "model=mlp",
+        "model.batch_norm=true",
+        "data.val_size=99",
+        "data.batch_size=100",
+        "trainer.max_epochs=1",
+        "logger=none",
+        "test=false",
+    )
+    assert train(cfg)["status"] == "completed"

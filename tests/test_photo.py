@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cnnlab.photo import Framing, light_background, prepare
@@ -56,3 +57,81 @@ def test_a_dark_background_image_is_not_inverted():
 def test_bad_invert_value_is_refused():
     with pytest.raises(ValueError, match="invert='maybe'"):
         prepare(_drawing(), (1, 28, 28), Framing(20), invert="maybe")
+
+
+@pytest.fixture(scope="module")
+def fashion_ckpt(tmp_path_factory, fashion_dir):
+    from cnnlab.run import train
+
+    from .conftest import make_cfg
+
+    tmp = tmp_path_factory.mktemp("photo")
+    cfg = make_cfg(
+        tmp,
+        fashion_dir,
+        "experiment=lenet_fashion",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=150",
+        "logger=none",
+    )
+    train(cfg)
+    return tmp / "run" / "checkpoints" / "best.ckpt"
+
+
+def test_white_background_images_are_classified_about_as_well_as_the_originals(
+    fashion_ckpt, fashion_dir
+):
+    from torchvision.datasets import FashionMNIST
+
+    from cnnlab.checkpoint import load_classifier
+    from cnnlab.data.specs import normalize
+    from cnnlab.predict import input_normalization, prepare_input
+
+    test = FashionMNIST(str(fashion_dir), train=False)
+    images, labels = test.data[:200].numpy(), test.targets[:200].tolist()
+    model, info = load_classifier(fashion_ckpt)  # what predict() does, once for 200 images
+    stats = input_normalization(info)
+
+    def accuracy(make, invert="auto"):
+        x = torch.cat([prepare_input(make(img), info, invert).image for img in images])
+        with torch.no_grad():
+            preds = model(normalize(x, *stats)).argmax(1)
+        return (preds == torch.tensor(labels)).float().mean().item()
+
+    original = accuracy(Image.fromarray)
+    on_white = accuracy(lambda img: Image.fromarray(255 - img))
+    as_is = accuracy(lambda img: Image.fromarray(255 - img), invert="false")
+
+    # a phone-style photo: the object small and off-centre on a large, slightly grey sheet
+    def photo(img):
+        sheet = np.full((120, 160), 225, np.uint8)
+        sheet[20:76, 70:126] = 255 - np.asarray(Image.fromarray(img).resize((56, 56)))
+        return Image.fromarray(sheet)
+
+    in_a_photo = accuracy(photo)
+    assert original > 0.75
+    assert as_is < 0.4  # shown as it is, the net sees something it was never trained on
+    assert on_white > original - 0.05 and in_a_photo > original - 0.10, (
+        original,
+        on_white,
+        in_a_photo,
+    )
+
+
+def test_predict_script_says_what_it_did_and_shows_the_input(fashion_ckpt, tmp_path):
+    import subprocess
+    import sys
+
+    from cnnlab.config import PROJECT_ROOT
+
+    photo = tmp_path / "shoe.png"
+    _drawing().save(photo)
+    seen = tmp_path / "seen.png"
+    proc = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "scripts" / "predict.py"), f"ckpt_path={fashion_ckpt}",
+         f"image={photo}", f"show={seen}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Prepared: inverted (light background")
+    assert Image.open(seen).size == (28 * 8, 28 * 8)

@@ -283,7 +283,7 @@ def test_resuming_from_another_models_checkpoint_is_refused(reference, mnist_dir
     "override,first_line",
     [
         ("model=resnet", "Could not find 'model/resnet'"),
-        ("data=svhn", "Could not find 'data/svhn'"),
+        ("data=imagenet", "Could not find 'data/imagenet'"),
         ("aug=mixup", "Could not find 'aug/mixup'"),
         ("model.dropout=1.2", "Error: model.dropout=1.2 is outside [0, 1)"),
         ("optimizer.lr=-1", "Error: optimizer.lr=-1 must be a positive number"),

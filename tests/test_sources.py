@@ -59,7 +59,7 @@ def test_failed_download_is_reported_not_raised(data_dir, monkeypatch):
             "Error downloading train-images-idx3-ubyte.gz:\n<urlopen error [Errno -2] Name or service not known>"
         )
 
-    monkeypatch.setattr(get_spec("mnist").tv_class, "download", offline)
+    monkeypatch.setattr(get_spec("mnist").format.tv_class, "download", offline)
     with pytest.raises(DataError, match=r"download from https?://\S+: <urlopen error"):
         ensure_dataset("mnist", data_dir, mirrors=[], download=True)
 
@@ -137,6 +137,6 @@ def test_unwritable_data_dir_is_reported(tmp_path):
 
 def test_unknown_dataset_lists_valid_ones():
     with pytest.raises(
-        DataError, match="Unknown dataset 'svhn'. Valid: cifar10, fashion_mnist, mnist"
+        DataError, match="Unknown dataset 'imagenet'. Valid: cifar10, fashion_mnist, mnist, svhn"
     ):
-        get_spec("svhn")
+        get_spec("imagenet")

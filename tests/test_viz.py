@@ -11,9 +11,7 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cnnlab.data.datamodule import normalize
-from cnnlab.data.memory import load_split
-from cnnlab.data.sources import get_spec
+from cnnlab.data.specs import get_spec, normalize
 from cnnlab.errors import CnnlabError
 from cnnlab.predict import predict, to_input
 from cnnlab.viz.kernels import KERNELS, convolve, formula, kernel_figure, pooled, pooling_figure
@@ -62,7 +60,7 @@ def test_demo_figures_render(tmp_path):
 def test_prediction_on_an_image_file_matches_the_dataset_forward(trained, tmp_path):  # noqa: F811
     cfg, _ = trained
     ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt"
-    images, _ = load_split(get_spec("mnist"), cfg.data.data_dir, train=False)
+    images, _ = get_spec("mnist").read(cfg.data.data_dir, train=False)
     from cnnlab.checkpoint import load_classifier
 
     model, _ = load_classifier(ckpt)
@@ -70,7 +68,7 @@ def test_prediction_on_an_image_file_matches_the_dataset_forward(trained, tmp_pa
         png = tmp_path / f"{i}.png"
         Image.fromarray(images[i, 0].numpy()).save(png)
         with torch.no_grad():
-            expected = model(normalize(images[i : i + 1], get_spec("mnist"))).softmax(1)[0]
+            expected = model(normalize(images[i : i + 1], *_mnist_stats())).softmax(1)[0]
         got = predict(ckpt, png)
         assert torch.allclose(got.probs, expected, atol=1e-6)
         assert got.top(1)[0][0] == str(int(expected.argmax()))
@@ -125,3 +123,8 @@ def test_tensorboard_holds_the_diagnostic_images(trained):  # noqa: F811
     )
     scalars = set(acc.Tags()["scalars"])
     assert {f"val/acc_class/{c}" for c in "0123456789"} <= scalars
+
+
+def _mnist_stats():
+    spec = get_spec("mnist")
+    return spec.mean, spec.std

@@ -57,30 +57,27 @@ def prepare_data(data: str, data_dir: Path) -> tuple[Path, bool]:
     except DataError:
         pass
     synthetic = Path(tempfile.gettempdir()) / "cnnlab-bench-data"
-    marker = synthetic / f".{data}-ready"
+    marker = synthetic / f".{data}-written"
     if not marker.exists():
-        from cnnlab.data.synthetic import write_cifar_like, write_mnist_like
+        from cnnlab.data.specs import get_spec
+        from cnnlab.data.synthetic import write_synthetic
 
-        if data == "cifar10":
-            sums = write_cifar_like(synthetic, n_train=50000, n_test=10000)
-            (synthetic / "cifar-md5.json").write_text(json.dumps(sums))
-        else:
-            write_mnist_like(synthetic, data, n_train=60000, n_test=10000)
+        spec = get_spec(data)
+        sums = write_synthetic(data, synthetic, spec.train_size, spec.test_size)
+        (synthetic / f"{data}-md5.json").write_text(json.dumps(sums))
         marker.touch()
     return synthetic, False
 
 
-def _trust_synthetic_cifar(data_dir: Path) -> None:
-    """Synthetic CIFAR files cannot match the official md5 sums; accept theirs instead."""
-    sums_file = data_dir / "cifar-md5.json"
+def _trust_synthetic(data: str, data_dir: Path) -> None:
+    """Synthetic files cannot match the official md5 sums; make torchvision accept theirs."""
+    sums_file = data_dir / f"{data}-md5.json"
     if not sums_file.exists():
         return
-    from torchvision.datasets import CIFAR10
+    from cnnlab.data.specs import get_spec
 
-    sums = json.loads(sums_file.read_text())
-    CIFAR10.train_list = [[n, sums[n]] for n, _ in CIFAR10.train_list]
-    CIFAR10.test_list = [[n, sums[n]] for n, _ in CIFAR10.test_list]
-    CIFAR10.meta = {**CIFAR10.meta, "md5": sums[CIFAR10.meta["filename"]]}
+    for obj, attr, value in get_spec(data).format.md5_overrides(json.loads(sums_file.read_text())):
+        setattr(obj, attr, value)
 
 
 def _config(model: str, data: str, data_dir: Path, out: Path, extra: list[str]):
@@ -123,7 +120,7 @@ def measure(
 
     configure_torch()
     torch.manual_seed(0)
-    _trust_synthetic_cifar(data_dir)
+    _trust_synthetic(data, data_dir)
     out = Path(tempfile.mkdtemp(prefix="cnnlab-bench-"))  # checkpoints, events: thrown away
     atexit.register(shutil.rmtree, out, True)
     total = warmup + steps
@@ -173,7 +170,7 @@ def measure(
             tf = transforms.Compose(
                 [transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)]
             )
-            ds = spec.tv_class(root=str(data_dir), train=True, download=False, transform=tf)
+            ds = spec.format.torchvision_dataset(data_dir, train=True, transform=tf)
             loader = torch.utils.data.DataLoader(
                 ds,
                 batch_size=batch_size,

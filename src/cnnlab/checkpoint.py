@@ -33,7 +33,18 @@ class RunInfo(pl.Callback):
         }
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        checkpoint[KEY] = self.info
+        info = dict(self.info)
+        # the normalisation the inputs got: read at save time, as a folder dataset computes
+        # its statistics from its images in setup
+        datamodule = getattr(trainer, "datamodule", None)
+        if getattr(datamodule, "mean", None) is not None:
+            info["normalization"] = {
+                "mean": [float(v) for v in datamodule.mean],
+                "std": [float(v) for v in datamodule.std],
+            }
+        framing = getattr(getattr(datamodule, "spec", None), "framing", None)
+        info["framing"] = {"box": framing.box, "centre": framing.centre} if framing else None
+        checkpoint[KEY] = info
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -6,10 +6,17 @@ import re
 from pathlib import Path
 
 from cnnlab.config import CONFIG_DIR, compose_config
+from cnnlab.data.specs import SPECS
 from cnnlab.models import count_params, model_title
 from cnnlab.run import build
 
-DATASETS = ("mnist", "fashion_mnist", "cifar10")
+
+def _dataset_columns() -> dict[str, list[str]]:
+    """Built-in datasets grouped by what decides a net's size (input shape, class count)."""
+    columns: dict[tuple, list[str]] = {}
+    for name, spec in SPECS.items():
+        columns.setdefault((spec.shape, len(spec.classes)), []).append(name)
+    return {names[0]: names for names in columns.values()}
 
 
 def model_configs() -> list[str]:
@@ -21,11 +28,16 @@ def model_configs() -> list[str]:
 
 def model_table() -> str:
     """Markdown: one row per model config, trainable parameters per dataset."""
-    header = "| `model=` | net | " + " | ".join(f"`data={d}`" for d in DATASETS) + " |"
-    lines = [header, "|" + " --- |" * (2 + len(DATASETS))]
+    columns = _dataset_columns()
+    header = (
+        "| `model=` | net | "
+        + " | ".join("`data=" + "`, `".join(names) + "`" for names in columns.values())
+        + " |"
+    )
+    lines = [header, "|" + " --- |" * (2 + len(columns))]
     for model in model_configs():
         counts, title = [], ""
-        for data in DATASETS:
+        for data in columns:
             _, classifier = build(
                 compose_config("train", [f"model={model}", f"data={data}"], output_dir=".")
             )

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.checkpoint import load_classifier
-from cnnlab.data.datamodule import normalize
-from cnnlab.data.sources import get_spec
-from cnnlab.errors import CnnlabError
+from cnnlab.data.images import image_to_uint8
+from cnnlab.data.specs import get_spec, normalize
+from cnnlab.errors import CheckpointError, CnnlabError
+from cnnlab.photo import Framing, Prepared, prepare
 
 
 def open_image(path: str | Path) -> Image.Image:
@@ -32,32 +33,73 @@ def open_image(path: str | Path) -> Image.Image:
 
 
 def to_input(img: Image.Image, input_shape: tuple[int, int, int]) -> torch.Tensor:
-    """Any size and colour mode -> uint8 (1, C, H, W) in the dataset's format.
-
-    Grayscale datasets get luminance, colour ones RGB (transparency dropped onto black, as
-    the datasets' backgrounds are); the image is resized to the dataset's size.
-    """
+    """Any size and colour mode -> uint8 (1, C, H, W), converted as training images were."""
     c, h, w = input_shape
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(background, img)
-    if img.mode in ("I", "I;16", "I;16B", "F"):  # 16-bit and float scans: scale to 8 bits
-        arr = np.asarray(img, dtype=np.float64)
-        arr = 255 * (arr - arr.min()) / max(arr.max() - arr.min(), 1e-12)
-        img = Image.fromarray(arr.astype(np.uint8))
-    img = img.convert("L" if c == 1 else "RGB")
-    if img.size != (w, h):
-        img = img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    arr = np.asarray(img, dtype=np.uint8)
-    arr = arr[..., None] if arr.ndim == 2 else arr
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0)
+    return image_to_uint8(img, c, (h, w)).unsqueeze(0)
+
+
+def input_normalization(info: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) a checkpoint's run normalised its inputs with.
+
+    Checkpoints store them (a folder dataset's are computed from its images); older ones
+    name a built-in dataset, whose spec has them.
+    """
+    stored = info.get("normalization")
+    if stored:
+        channels = info["input_shape"][0]
+        try:
+            mean = tuple(float(v) for v in stored["mean"])
+            std = tuple(float(v) for v in stored["std"])
+        except (KeyError, TypeError, ValueError):
+            mean = std = ()
+        if not (len(mean) == len(std) == channels and all(s > 0 for s in std)) or not all(
+            math.isfinite(v) for v in mean + std
+        ):
+            raise CheckpointError(
+                f"the checkpoint's normalization {stored!r} is not {channels} finite means "
+                f"and positive stds; the file is damaged."
+            )
+        return mean, std
+    spec = get_spec(info["config"]["data"]["name"])
+    return spec.mean, spec.std
+
+
+def input_framing(info: dict) -> Framing | None:
+    """How the checkpoint's dataset frames its objects (None: natural images, only resized)."""
+    if "framing" in info:  # stored by the run (a folder dataset has none)
+        stored = info["framing"]
+        if stored is None:
+            return None
+        try:
+            framing = Framing(int(stored["box"]), str(stored["centre"]))
+        except (KeyError, TypeError, ValueError):
+            framing = None
+        if framing is None or framing.centre not in ("box", "mass") or framing.box < 1:
+            raise CheckpointError(f"the checkpoint's framing {stored!r} is damaged.")
+        return framing
+    return get_spec(info["config"]["data"]["name"]).framing  # older checkpoints
+
+
+def prepare_input(img: Image.Image, info: dict, invert: str = "auto") -> Prepared:
+    """An image file's picture -> the checkpoint's uint8 input, prepared like its dataset.
+
+    Datasets of light objects on black (MNIST, Fashion-MNIST) get a photo or drawing
+    inverted when its background is light, cropped to the content and framed as the
+    dataset frames its objects; natural-image datasets (CIFAR-10, SVHN, a folder) are
+    only resized.
+    """
+    shape = tuple(info["input_shape"])
+    framing = input_framing(info)
+    if framing is not None and shape[0] == 1:
+        return prepare(img, shape, framing, invert)
+    return Prepared(to_input(img, shape), [f"resized to {shape[2]}x{shape[1]}"])
 
 
 @dataclass
 class Prediction:
     classes: list[str]
     probs: torch.Tensor  # probability per class
+    prepared: Prepared | None = None  # what the net saw, and how it was made
 
     def top(self, k: int = 5) -> list[tuple[str, float]]:
         p, i = self.probs.topk(min(k, len(self.classes)))
@@ -65,10 +107,14 @@ class Prediction:
 
 
 @torch.no_grad()
-def predict(ckpt_path: str | Path, image: str | Path | Image.Image) -> Prediction:
+def predict(
+    ckpt_path: str | Path, image: str | Path | Image.Image, invert: str = "auto"
+) -> Prediction:
+    if invert not in ("auto", "true", "false"):
+        raise CnnlabError(f"invert={invert!r}: use invert=auto, invert=true or invert=false.")
     model, info = load_classifier(ckpt_path)
-    spec = get_spec(info["config"]["data"]["name"])
     img = image if isinstance(image, Image.Image) else open_image(image)
-    x = normalize(to_input(img, tuple(info["input_shape"])), spec)
+    prepared = prepare_input(img, info, invert)
+    x = normalize(prepared.image, *input_normalization(info))
     probs = model(x).softmax(dim=1)[0]
-    return Prediction(list(info["classes"]), probs)
+    return Prediction(list(info["classes"]), probs, prepared)

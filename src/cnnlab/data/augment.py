@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from cnnlab.data.aug_params import aug_params
-from cnnlab.data.sources import DatasetSpec
+from cnnlab.data.specs import DatasetSpec
 
 
 def build_augmentation(

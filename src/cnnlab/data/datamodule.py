@@ -1,8 +1,8 @@
-"""One LightningDataModule for every dataset cnnlab knows (``data=mnist|fashion_mnist|cifar10``)."""
+"""One LightningDataModule for every built-in dataset (``data=mnist|fashion_mnist|cifar10|svhn``);
+``folder.py`` extends it to a folder of the user's own images (``data=folder``)."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -13,29 +13,28 @@ import torch
 from torch.utils.data import DataLoader
 
 from cnnlab.data.batch_augment import BatchAugmentation
-from cnnlab.data.memory import BatchIndexSampler, ResumableLoader, TensorImageDataset, load_split
-from cnnlab.data.sources import DEFAULT_MIRRORS, DatasetSpec, ensure_dataset, get_spec
+from cnnlab.data.memory import BatchIndexSampler, ResumableLoader, TensorImageDataset
+from cnnlab.data.sources import DEFAULT_MIRRORS, ensure_dataset
+from cnnlab.data.specs import DatasetSpec, get_spec, normalize
 from cnnlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-@functools.lru_cache(maxsize=16)
-def _normalization(spec: DatasetSpec, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, -shift) on ``device``, with (x / 255 - mean) / std == x * scale - shift.
-
-    Cached: normalisation runs on every batch, and building these tensors (and copying them
-    to a GPU) each time would put host work and a transfer on the hot path.
-    """
-    mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std).view(1, -1, 1, 1)
-    return (1.0 / (255.0 * std)).to(device), (-mean / std).to(device)
-
-
-def normalize(x: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
-    """uint8 images (N, C, H, W) of ``spec``'s dataset -> the float input its models expect."""
-    scale, neg_shift = _normalization(spec, x.device)
-    return torch.addcmul(neg_shift, x.float(), scale)  # one fused multiply-add
+def split_count(key: str, value: Any, n: int, what: str) -> int:
+    """``data.val_size``-style values: a count in [1, n), or a fraction in (0, 1) of ``n``."""
+    if isinstance(value, float) and 0 < value < 1:
+        count = max(1, round(value * n))
+    elif isinstance(value, int) and not isinstance(value, bool):
+        count = value
+    else:
+        count = 0
+    if not 1 <= count < n:
+        raise ConfigError(
+            f"{key}={value!r} must be a count in [1, {n}) or a fraction in (0, 1): "
+            f"{what} has {n} images and at least one must remain for training."
+        )
+    return count
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -63,18 +62,16 @@ class ImageDataModule(pl.LightningDataModule):
         shuffle: bool = True,
     ):
         super().__init__()
-        self.spec = get_spec(name)
+        self.spec: DatasetSpec = self._make_spec(name)
         for key, value in (
             ("data.batch_size", batch_size),
             ("data.eval_batch_size", eval_batch_size),
         ):
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{key}={value!r} must be a positive integer (e.g. {key}=128).")
-        if not isinstance(val_size, int) or not 1 <= val_size < self.spec.train_size:
-            raise ConfigError(
-                f"data.val_size={val_size!r} must be an integer in [1, {self.spec.train_size}) "
-                f"for {self.spec.title} (its training split has {self.spec.train_size} images)."
-            )
+        split_count(
+            "data.val_size", val_size, self.spec.train_size, f"{self.spec.title}'s training split"
+        )
         self.data_dir = data_dir
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.split_seed, self.seed = val_size, split_seed, seed
@@ -91,6 +88,11 @@ class ImageDataModule(pl.LightningDataModule):
         self._prepared = False
         self.batch_aug = None
         self.train_set = self.val_set = self.test_set = None
+        # per-channel statistics the inputs are normalised with (a folder's: set in setup)
+        self.mean, self.std = self.spec.mean, self.spec.std
+
+    def _make_spec(self, name: str) -> DatasetSpec:
+        return get_spec(name)
 
     # -- facts the model needs ---------------------------------------------------------
     @property
@@ -112,17 +114,21 @@ class ImageDataModule(pl.LightningDataModule):
             ensure_dataset(self.spec.name, self.data_dir, self.mirrors, self.download)
             self._prepared = True
 
+    def read_splits(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """train images, train labels, test images, test labels (uint8 NCHW, int64)."""
+        return (
+            *self.spec.read(self.data_dir, train=True),
+            *self.spec.read(self.data_dir, train=False),
+        )
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        train_x, train_y = load_split(self.spec, self.data_dir, train=True)
-        test_x, test_y = load_split(self.spec, self.data_dir, train=False)
+        train_x, train_y, test_x, test_y = self.read_splits()
         n = len(train_x)
-        if self.val_size >= n:
-            raise ConfigError(
-                f"data.val_size={self.val_size} leaves no training images "
-                f"({n} in {self.data_dir}); lower it."
-            )
+        val_size = split_count(
+            "data.val_size", self.val_size, n, f"the training split in {self.data_dir}"
+        )
         # the validation split depends on split_seed only, never on the run's seed, so every
         # run of a sweep is validated on the same images
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
@@ -140,8 +146,8 @@ class ImageDataModule(pl.LightningDataModule):
             )
         else:
             self.transform = self._build_transform()
-        self.train_set = TensorImageDataset(train_x, train_y, perm[self.val_size :], self.transform)
-        self.val_set = TensorImageDataset(train_x, train_y, perm[: self.val_size])
+        self.train_set = TensorImageDataset(train_x, train_y, perm[val_size:], self.transform)
+        self.val_set = TensorImageDataset(train_x, train_y, perm[:val_size])
         self.test_set = TensorImageDataset(test_x, test_y)
         log.info(
             "%s: %d train / %d val / %d test images held in memory as uint8 (%.0f MB)",
@@ -203,7 +209,7 @@ class ImageDataModule(pl.LightningDataModule):
     # -- normalisation -------------------------------------------------------------------
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images (N, C, H, W) -> normalised float32, on x's device."""
-        return normalize(x, self.spec)
+        return normalize(x, self.mean, self.std)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, y = batch

@@ -12,27 +12,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
-
-from cnnlab.data.sources import DatasetSpec
-
-
-def load_split(
-    spec: DatasetSpec, data_dir: str | Path, train: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read a verified split with torchvision's reader; return uint8 NCHW images, int64 labels."""
-    ds = spec.tv_class(root=str(data_dir), train=train, download=False)
-    data = ds.data
-    if isinstance(data, np.ndarray):  # CIFAR: N, H, W, C
-        images = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()
-    else:  # MNIST family: N, H, W
-        images = data.unsqueeze(1).contiguous()
-    labels = torch.as_tensor(ds.targets, dtype=torch.long)
-    return images, labels
 
 
 class TensorImageDataset(Dataset):
@@ -111,13 +94,20 @@ class BatchIndexSampler(Sampler[torch.Tensor]):
         per_rank = math.ceil(self.n / self.world_size)
         if self.drop_last:
             return per_rank // self.batch_size
+        if per_rank > 1 and per_rank % self.batch_size == 1:
+            # Never a batch of one sample: batch norm cannot normalise over one value per
+            # channel in training (BatchNorm1d raises, e.g. data.batch_size=3 on 55,000
+            # images). The lone remainder joins the previous batch, which grows by one.
+            return per_rank // self.batch_size
         return math.ceil(per_rank / self.batch_size)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         order = self._positions()
         start, self.start = self.start, 0
-        for i in range(start, self._count()):
-            yield order[i * self.batch_size : (i + 1) * self.batch_size]
+        count = self._count()
+        for i in range(start, count):
+            stop = (i + 1) * self.batch_size if i < count - 1 or self.drop_last else len(order)
+            yield order[i * self.batch_size : stop]
 
     def __len__(self) -> int:
         return self._count()

@@ -223,8 +223,7 @@ def rgb_figure(image: torch.Tensor, kernels, bias: float = 0.0) -> plt.Figure:
 
 def sample_image(data_dir: str | Path, name: str = "fashion_mnist", index: int = 0) -> torch.Tensor:
     """One test image of a prepared dataset as (H, W) floats (first channel)."""
-    from cnnlab.data.memory import load_split
-    from cnnlab.data.sources import get_spec
+    from cnnlab.data.specs import get_spec
 
-    images, _ = load_split(get_spec(name), data_dir, train=False)
+    images, _ = get_spec(name).read(data_dir, train=False)
     return images[index, 0].float()

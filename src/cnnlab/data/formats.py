@@ -1,0 +1,379 @@
+"""On-disk formats of the built-in datasets: their files, checks, readers and writers.
+
+A format knows, for the datasets stored that way: which files make a copy (read from
+torchvision's class attributes, so torchvision's md5 sums stay the one source of truth),
+how to check them, how to read a split into ``(uint8 images N x C x H x W, int64 labels)``,
+how to fetch them with torchvision's own download, and how to write a tiny synthetic copy
+(tests and benchmarks run the real readers on those). A new dataset in an existing format
+is one ``DatasetSpec`` entry; a new format is one class here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import struct
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from cnnlab.errors import DataError
+
+if TYPE_CHECKING:
+    from cnnlab.data.specs import DatasetSpec
+
+Split = tuple[torch.Tensor, torch.Tensor]  # uint8 N x C x H x W images, int64 labels
+
+
+def md5sum(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_labels(labels: torch.Tensor, num_classes: int, path: Path) -> torch.Tensor:
+    """Labels outside ``[0, num_classes)`` would surface as an IndexError deep in training."""
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        raise DataError(
+            f"{path} holds label {int(bad[0])}, outside the dataset's {num_classes} classes "
+            f"(0..{num_classes - 1}): it is corrupt or from another dataset. Fetch it again."
+        )
+    return labels
+
+
+@dataclass(frozen=True)
+class Format(ABC):
+    """Files of one dataset in torchvision's layout under ``data_dir / folder``."""
+
+    tv_class: type  # the torchvision class that knows the files, sums and URLs
+    folder: str  # torchvision's folder under data_dir holding the files
+
+    compressed_ok = False  # whether ``<name>.gz`` copies may stand in for the files
+    archive: str | None = None  # a tarball users may drop into data_dir
+
+    @property
+    @abstractmethod
+    def files(self) -> tuple[str, ...]:
+        """The files the reader needs, in the form it reads them (uncompressed)."""
+
+    @abstractmethod
+    def known_md5(self) -> dict[str, str]:
+        """md5 sums torchvision knows for the files in their stored (downloaded) form."""
+
+    @abstractmethod
+    def md5_overrides(self, sums: dict[str, str]) -> list[tuple[Any, str, Any]]:
+        """``(object, attribute, value)`` settings making torchvision expect ``sums``:
+        how synthetic copies are trusted (tests, benchmarks). Nothing else should use it."""
+
+    @abstractmethod
+    def check(self, folder: Path, spec: DatasetSpec) -> None:
+        """Raise DataError naming the first file in ``folder`` that is not a sound copy."""
+
+    @abstractmethod
+    def read(self, folder: Path, spec: DatasetSpec, train: bool) -> Split:
+        """The official train or test split of checked files."""
+
+    @abstractmethod
+    def download(self, data_dir: Path) -> None:
+        """torchvision's own download: official URLs, md5-checked, with a progress bar."""
+
+    @abstractmethod
+    def download_url(self) -> str: ...
+
+    @abstractmethod
+    def write(self, folder: Path, spec: DatasetSpec, splits: dict[bool, Split]) -> dict[str, str]:
+        """Write a synthetic copy of the files; return each file's md5."""
+
+    def torchvision_dataset(self, data_dir: Path, train: bool, transform=None):
+        """torchvision's per-sample dataset over the same files (the benchmark's baseline)."""
+        return self.tv_class(root=str(data_dir), train=train, download=False, transform=transform)
+
+    def how_to_get(self, spec: DatasetSpec, data_dir: Path) -> str:
+        return f"put {', '.join(self.files)} into {data_dir / self.folder}/"
+
+
+# ----------------------------------------------------------------------------- IDX (MNIST family)
+
+_IDX_ITEM_SIZES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
+_IDX_UBYTE = 0x08
+
+
+def check_idx(path: Path, dims: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """Validate an uncompressed IDX file: magic number, header, size, and (if given) its
+    per-item dims, such as (28, 28) for MNIST images; return all its dims."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_ITEM_SIZES:
+            raise DataError(
+                f"{path} is not an IDX file (bad magic number {head.hex() or 'empty'}). "
+                f"Delete it and fetch it again."
+            )
+        ndim = head[3]
+        raw_dims = f.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise DataError(f"{path} is truncated inside its header. Delete it and fetch it again.")
+    found = struct.unpack(f">{ndim}I", raw_dims)
+    shape = "x".join(map(str, found))
+    expected = 4 + 4 * ndim + _IDX_ITEM_SIZES[head[2]] * int(np.prod(found, dtype=np.int64))
+    if size < expected:
+        raise DataError(
+            f"{path} is truncated or corrupt: header says {shape} ({expected} bytes) but the "
+            f"file has {size} bytes. Delete it and fetch it again."
+        )
+    if size > expected:
+        raise DataError(
+            f"{path} is corrupt: header says {shape} ({expected} bytes) but the file has "
+            f"{size} bytes, {size - expected} more than its header accounts for. "
+            f"Delete it and fetch it again."
+        )
+    if dims is not None and (head[2] != _IDX_UBYTE or tuple(found[1:]) != tuple(dims)):
+        want = "x".join(map(str, ("N", *dims)))
+        raise DataError(
+            f"{path} holds {shape} items of type 0x{head[2]:02x}, not the {want} unsigned "
+            f"bytes this dataset has: it is from another dataset. Fetch the right file."
+        )
+    return found
+
+
+def read_idx(path: Path) -> np.ndarray:
+    dims = check_idx(path)
+    offset = 4 + 4 * len(dims)
+    return np.fromfile(path, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    """Write a uint8 array as an IDX file."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, _IDX_UBYTE, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header + array.tobytes())
+    return path
+
+
+@dataclass(frozen=True)
+class Idx(Format):
+    """MNIST's format: four IDX files (images and labels, train and t10k), gzipped upstream."""
+
+    compressed_ok = True
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(name.removesuffix(".gz") for name, _ in self.tv_class.resources)
+
+    def known_md5(self) -> dict[str, str]:
+        return dict(self.tv_class.resources)
+
+    def md5_overrides(self, sums):
+        # IDX files are checked by their headers (the known sums are of the .gz downloads,
+        # and Debian's copies are recompressed), so synthetic ones need no sums trusted
+        return []
+
+    def _pair(self, train: bool) -> tuple[str, str]:
+        prefix = "train" if train else "t10k"
+        images = next(f for f in self.files if f.startswith(prefix) and "images" in f)
+        labels = next(f for f in self.files if f.startswith(prefix) and "labels" in f)
+        return images, labels
+
+    def check(self, folder, spec):
+        for train in (True, False):
+            images, labels = self._pair(train)
+            n_images = check_idx(folder / images, spec.shape[1:])[0]
+            n_labels = check_idx(folder / labels, ())[0]
+            if n_images != n_labels:
+                raise DataError(
+                    f"{folder / images} holds {n_images} images but {folder / labels} holds "
+                    f"{n_labels} labels. One of them is from another release; fetch both again."
+                )
+
+    def read(self, folder, spec, train):
+        images, labels = self._pair(train)
+        x = torch.from_numpy(read_idx(folder / images)).unsqueeze(1)
+        y = torch.from_numpy(read_idx(folder / labels).astype(np.int64))
+        return x, check_labels(y, len(spec.classes), folder / labels)
+
+    def download(self, data_dir):
+        for train in (True, False):
+            self.tv_class(root=str(data_dir), train=train, download=True)
+
+    def download_url(self):
+        return self.tv_class.mirrors[0] + self.tv_class.resources[0][0]
+
+    def write(self, folder, spec, splits):
+        for train, (x, y) in splits.items():
+            images, labels = self._pair(train)
+            write_idx(folder / images, x[:, 0].numpy())
+            write_idx(folder / labels, y.numpy())
+        return {n: md5sum(folder / n) for n in self.files if (folder / n).exists()}
+
+    def how_to_get(self, spec, data_dir):
+        gz = ", ".join(f"{f}.gz" for f in self.files)
+        return f"put the four IDX files ({gz}) into {data_dir / self.folder}/"
+
+
+# ----------------------------------------------------------------------------- CIFAR python batches
+
+
+@dataclass(frozen=True)
+class CifarBatches(Format):
+    """CIFAR's python pickles: five training batches, a test batch and batches.meta."""
+
+    archive: str | None = None
+
+    @property
+    def files(self):
+        lists = self.tv_class.train_list + self.tv_class.test_list
+        return tuple(name for name, _ in lists) + (self.tv_class.meta["filename"],)
+
+    def known_md5(self):
+        sums = dict(self.tv_class.train_list + self.tv_class.test_list)
+        sums[self.tv_class.meta["filename"]] = self.tv_class.meta["md5"]
+        return sums
+
+    def md5_overrides(self, sums):
+        c = self.tv_class
+        return [
+            (c, "train_list", [[n, sums[n]] for n, _ in c.train_list]),
+            (c, "test_list", [[n, sums[n]] for n, _ in c.test_list]),
+            (c, "meta", {**c.meta, "md5": sums[c.meta["filename"]]}),
+        ]
+
+    def check(self, folder, spec):
+        check_md5(self, folder, spec)
+
+    def read(self, folder, spec, train):
+        names = [n for n, _ in (self.tv_class.train_list if train else self.tv_class.test_list)]
+        xs, ys = [], []
+        for name in names:
+            with open(folder / name, "rb") as f:
+                entry = pickle.load(f, encoding="latin1")  # noqa: S301 (md5-checked, as torchvision does)
+            c, h, w = spec.shape
+            xs.append(torch.from_numpy(np.asarray(entry["data"], np.uint8).reshape(-1, c, h, w)))
+            y = torch.as_tensor(entry.get("labels", entry.get("fine_labels")), dtype=torch.long)
+            ys.append(check_labels(y, len(spec.classes), folder / name))
+        return torch.cat(xs), torch.cat(ys)
+
+    def download(self, data_dir):
+        for train in (True, False):
+            self.tv_class(root=str(data_dir), train=train, download=True)
+
+    def download_url(self):
+        return self.tv_class.url
+
+    def write(self, folder, spec, splits):
+        folder.mkdir(parents=True, exist_ok=True)
+        for train, (x, y) in splits.items():
+            names = [n for n, _ in (self.tv_class.train_list if train else self.tv_class.test_list)]
+            # each image is C*H*W bytes: the red plane, then green, then blue
+            flat = x.reshape(len(x), -1).numpy()
+            for name, idx in zip(names, np.array_split(np.arange(len(x)), len(names)), strict=True):
+                entry = {
+                    "batch_label": name,
+                    "labels": [int(v) for v in y[idx]],
+                    "data": flat[idx],
+                    "filenames": [f"{i}.png" for i in idx],
+                }
+                (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
+        meta = {"label_names": list(spec.classes), "num_cases_per_batch": 10000, "num_vis": 3072}
+        (folder / self.tv_class.meta["filename"]).write_bytes(pickle.dumps(meta, protocol=2))
+        return {n: md5sum(folder / n) for n in self.files if (folder / n).exists()}
+
+    def how_to_get(self, spec, data_dir):
+        return (
+            f"put {self.archive} (from {self.tv_class.url}) into {data_dir}/, or its "
+            f"extracted files ({', '.join(self.files)}) into {data_dir / self.folder}/"
+        )
+
+
+def check_md5(fmt: Format, folder: Path, spec: DatasetSpec) -> None:
+    sums = fmt.known_md5()
+    for name in fmt.files:
+        got = md5sum(folder / name)
+        if got != sums[name]:
+            raise DataError(
+                f"{folder / name} failed its integrity check (md5 {got}, expected "
+                f"{sums[name]}): the file is corrupt, truncated or not the official "
+                f"{spec.title}. Delete it and fetch it again."
+            )
+
+
+# ----------------------------------------------------------------------------- SVHN .mat files
+
+
+@dataclass(frozen=True)
+class SvhnMat(Format):
+    """SVHN's MATLAB files: ``X`` (H, W, C, N) uint8 and ``y`` (N, 1) with 10 meaning digit 0."""
+
+    splits: tuple[str, str] = ("train", "test")
+
+    def _name(self, train: bool) -> str:
+        return self.tv_class.split_list[self.splits[0 if train else 1]][1]
+
+    @property
+    def files(self):
+        return tuple(self._name(t) for t in (True, False))
+
+    def known_md5(self):
+        return {self.tv_class.split_list[s][1]: self.tv_class.split_list[s][2] for s in self.splits}
+
+    def md5_overrides(self, sums):
+        lists = {
+            k: [url, name, sums.get(name, md5)]
+            for k, (url, name, md5) in self.tv_class.split_list.items()
+        }
+        return [(self.tv_class, "split_list", lists)]
+
+    def check(self, folder, spec):
+        check_md5(self, folder, spec)
+
+    def read(self, folder, spec, train):
+        import scipy.io  # torchvision's SVHN reads it the same way
+
+        path = folder / self._name(train)
+        try:
+            mat = scipy.io.loadmat(path)
+            x = torch.from_numpy(np.ascontiguousarray(mat["X"].transpose(3, 2, 0, 1)))
+            y = torch.from_numpy(mat["y"].astype(np.int64).reshape(-1))
+        except (ValueError, KeyError, OSError) as e:
+            raise DataError(
+                f"{path} is not a readable SVHN .mat file ({e}). Fetch it again."
+            ) from None
+        if x.dtype != torch.uint8 or tuple(x.shape[1:]) != spec.shape or len(x) != len(y):
+            raise DataError(
+                f"{path} holds {len(x)} images of {tuple(x.shape[1:])} {x.dtype} and {len(y)} "
+                f"labels, not {spec.title}'s {spec.shape} uint8 images. Fetch it again."
+            )
+        y = torch.where(y == 10, 0, y)  # SVHN's label 10 is the digit 0
+        return x.contiguous(), check_labels(y, len(spec.classes), path)
+
+    def download(self, data_dir):
+        for split in self.splits:
+            self.tv_class(root=str(data_dir / self.folder), split=split, download=True)
+
+    def download_url(self):
+        return self.tv_class.split_list[self.splits[0]][0]
+
+    def torchvision_dataset(self, data_dir, train, transform=None):
+        split = self.splits[0 if train else 1]
+        return self.tv_class(root=str(data_dir / self.folder), split=split, transform=transform)
+
+    def write(self, folder, spec, splits):
+        import scipy.io
+
+        folder.mkdir(parents=True, exist_ok=True)
+        for train, (x, y) in splits.items():
+            labels = torch.where(y == 0, 10, y).numpy().astype(np.uint8).reshape(-1, 1)
+            mat = {"X": np.ascontiguousarray(x.permute(2, 3, 1, 0).numpy()), "y": labels}
+            scipy.io.savemat(folder / self._name(train), mat)
+        return {n: md5sum(folder / n) for n in self.files if (folder / n).exists()}
+
+    def how_to_get(self, spec, data_dir):
+        urls = " and ".join(self.tv_class.split_list[s][0] for s in self.splits)
+        return f"put {' and '.join(self.files)} (from {urls}) into {data_dir / self.folder}/"

@@ -1,0 +1,160 @@
+"""What each built-in dataset is: its format, shape, classes and normalisation.
+
+Adding a dataset is one entry in ``SPECS`` (its ``format`` says how its files are stored,
+see ``formats.py``) plus ``conf/data/<name>.yaml``. ``normalize`` lives here too, with the
+statistics it uses, so code that prepares a single image needs no DataModule.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchvision import datasets as tvd
+
+from cnnlab.data.formats import CifarBatches, Format, Idx, Split, SvhnMat
+from cnnlab.errors import DataError
+from cnnlab.photo import Framing
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Static facts about one dataset: files, shape, classes, statistics."""
+
+    name: str  # config name: data=<name>
+    title: str
+    format: Format  # how and where its files are stored
+    shape: tuple[int, int, int]  # C, H, W
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]  # of the training split, per channel, in [0, 1] units
+    std: tuple[float, ...]
+    train_size: int
+    test_size: int
+    aliases: tuple[str, ...] = ()  # other folder names users and mirrors use
+    debian_package: str | None = None
+    # light objects on black, cropped and centred: how a photo must be framed to look like
+    # one (None: natural images, only resized)
+    framing: Framing | None = None
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return self.format.files
+
+    def target_dir(self, data_dir: str | os.PathLike) -> Path:
+        return Path(data_dir) / self.format.folder
+
+    def read(self, data_dir: str | os.PathLike, train: bool) -> Split:
+        """The official train or test split: uint8 images (N, C, H, W), int64 labels."""
+        return self.format.read(self.target_dir(data_dir), self, train)
+
+
+_DIGITS = tuple(str(d) for d in range(10))
+
+SPECS: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec(
+        name="mnist",
+        title="MNIST",
+        format=Idx(tvd.MNIST, "MNIST/raw"),
+        shape=(1, 28, 28),
+        classes=_DIGITS,
+        mean=(0.1307,),
+        std=(0.3081,),
+        train_size=60000,
+        test_size=10000,
+        aliases=("MNIST", "mnist"),
+        framing=Framing(box=20, centre="mass"),  # LeCun: 20x20 box, centre of mass at the centre
+    ),
+    "fashion_mnist": DatasetSpec(
+        name="fashion_mnist",
+        title="Fashion-MNIST",
+        format=Idx(tvd.FashionMNIST, "FashionMNIST/raw"),
+        shape=(1, 28, 28),
+        classes=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+        mean=(0.2860,),
+        std=(0.3530,),
+        train_size=60000,
+        test_size=10000,
+        aliases=("FashionMNIST", "fashion-mnist", "fashion_mnist"),
+        debian_package="dataset-fashion-mnist",
+        framing=Framing(box=28, centre="box"),  # Zalando: longest side 28, box centred
+    ),
+    "cifar10": DatasetSpec(
+        name="cifar10",
+        title="CIFAR-10",
+        format=CifarBatches(tvd.CIFAR10, "cifar-10-batches-py", archive="cifar-10-python.tar.gz"),
+        shape=(3, 32, 32),
+        classes=(
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        ),
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+        train_size=50000,
+        test_size=10000,
+        aliases=("cifar-10", "cifar10", "CIFAR10"),
+    ),
+    "svhn": DatasetSpec(
+        name="svhn",
+        title="SVHN",
+        format=SvhnMat(tvd.SVHN, "svhn"),
+        shape=(3, 32, 32),
+        classes=_DIGITS,  # the .mat files label the digit 0 as 10; the reader maps it to 0
+        mean=(0.4377, 0.4438, 0.4728),
+        std=(0.1980, 0.2010, 0.1970),
+        train_size=73257,
+        test_size=26032,
+        aliases=("svhn", "SVHN"),
+    ),
+}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise DataError(
+            f"Unknown dataset {name!r}. Valid: {', '.join(sorted(SPECS))} "
+            f"(choose one with data=<name>, or data=folder data.root=PATH for your own images)."
+        ) from None
+
+
+@functools.lru_cache(maxsize=16)
+def _normalization(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, -shift) on ``device``, with (x / 255 - mean) / std == x * scale - shift.
+
+    Cached: normalisation runs on every batch, and building these tensors (and copying them
+    to a GPU) each time would put host work and a transfer on the hot path.
+    """
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    return (1.0 / (255.0 * s)).to(device), (-m / s).to(device)
+
+
+def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 images (N, C, H, W) -> (x / 255 - mean) / std per channel, as float32 on x's device."""
+    scale, neg_shift = _normalization(tuple(map(float, mean)), tuple(map(float, std)), x.device)
+    return torch.addcmul(neg_shift, x.float(), scale)  # one fused multiply-add

@@ -1,0 +1,252 @@
+"""``data=folder``: a user's folder of class sub-folders of images, end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnlab.checkpoint import load_checkpoint
+from cnnlab.config import PROJECT_ROOT
+from cnnlab.data import FolderDataModule
+from cnnlab.errors import CheckpointError, CnnlabError, ConfigError, DataError
+from cnnlab.predict import input_normalization, predict
+from cnnlab.run import build, read_metrics, train
+
+from .conftest import make_cfg
+
+CLASSES = ("circle", "cross", "stripes")
+
+
+def _draw(kind: str, rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+    w, h = size
+    img = rng.integers(0, 60, size=(h, w, 3), dtype=np.uint8)
+    if kind == "stripes":
+        img[::4] = (220, 40, 40)
+    elif kind == "cross":
+        img[h // 2 - 2 : h // 2 + 2] = (40, 220, 40)
+        img[:, w // 2 - 2 : w // 2 + 2] = (40, 220, 40)
+    else:
+        yy, xx = np.mgrid[:h, :w]
+        img[(yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (min(h, w) / 3) ** 2] = (40, 40, 220)
+    return img
+
+
+def write_folder(root, per_class=8, seed=0, sizes=((40, 30), (24, 24), (50, 64))):
+    """PNG files in class sub-folders, of several sizes (written here with PIL only)."""
+    rng = np.random.default_rng(seed)
+    for kind in CLASSES:
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            arr = _draw(kind, rng, sizes[i % len(sizes)])
+            Image.fromarray(arr).save(root / kind / f"{i}.png")
+    return root
+
+
+def _dm(root, **kw):
+    kw.setdefault("data_dir", str(root.parent / "data"))  # the decoded-image cache goes there
+    return FolderDataModule(root=str(root), mirrors=[], download=False, **kw)
+
+
+def test_classes_shapes_and_statistics_of_a_train_test_folder(tmp_path):
+    write_folder(tmp_path / "imgs" / "train", per_class=6)
+    write_folder(tmp_path / "imgs" / "test", per_class=2, seed=1)
+    (tmp_path / "imgs" / "train" / "circle" / "notes.txt").write_text("not an image")
+    dm = _dm(tmp_path / "imgs", image_size=16, val_size=3)
+    assert dm.classes == CLASSES and dm.num_classes == 3 and dm.input_shape == (3, 16, 16)
+    dm.prepare_data()
+    dm.setup()
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (15, 3, 6)
+    x, _ = dm.test_set[torch.arange(6)]
+    assert x.dtype == torch.uint8 and x.shape == (6, 3, 16, 16)
+    # mean/std: numpy's, over every training image resized the same way (PIL bilinear)
+    resized = np.stack(
+        [
+            np.asarray(Image.open(p).convert("RGB").resize((16, 16), Image.Resampling.BILINEAR))
+            for kind in CLASSES
+            for p in sorted((tmp_path / "imgs" / "train" / kind).glob("*.png"))
+        ]
+    ).astype(np.float64)
+    assert np.allclose(dm.mean, (resized / 255).mean(axis=(0, 1, 2)), atol=1e-9)
+    assert np.allclose(dm.std, (resized / 255).std(axis=(0, 1, 2)), atol=1e-9)
+    labels = dm.train_set.labels.tolist()
+    assert labels == sorted(labels) and labels.count(0) == 6  # class order: folder names
+
+
+def test_any_mode_and_size_becomes_grayscale_or_rgb_of_the_configured_size(tmp_path):
+    root = tmp_path / "imgs"
+    for kind in ("a", "b"):
+        (root / kind).mkdir(parents=True)
+        Image.new("RGBA", (33, 17), (255, 0, 0, 128)).save(root / kind / "rgba.png")
+        Image.new("L", (8, 8), 200).save(root / kind / "gray.bmp")
+        Image.new("P", (40, 40)).save(root / kind / "palette.gif")
+        Image.new("RGB", (64, 48), (1, 2, 3)).save(root / kind / "photo.JPG")
+    for channels in (1, 3):
+        dm = _dm(root, image_size=20, channels=channels, test_size=2, val_size=1)
+        dm.setup()
+        assert dm.test_set.images.shape == (2, channels, 20, 20)
+        assert len(dm.mean) == len(dm.std) == channels
+
+
+def test_without_a_test_folder_a_seeded_test_split_is_carved(tmp_path):
+    write_folder(tmp_path / "imgs", per_class=10)
+
+    def splits(split_seed):
+        dm = _dm(tmp_path / "imgs", test_size=0.2, val_size=0.1, split_seed=split_seed)
+        dm.setup()
+        return dm
+
+    a, b, c = splits(0), splits(0), splits(1)
+    assert (len(a.train_set), len(a.val_set), len(a.test_set)) == (
+        22,
+        2,
+        6,
+    )  # 30 images: 6 (0.2) to test, 2 (0.1 of 24) to val
+    assert torch.equal(a.test_set.images, b.test_set.images)
+    assert not torch.equal(a.test_set.images, c.test_set.images)
+    # no image is both in the test split and in the training pool
+    pool = {bytes(img.numpy()) for img in a.train_set.images}
+    assert not pool & {bytes(img.numpy()) for img in a.test_set.images}
+
+
+def test_folder_training_run_writes_metrics_and_a_checkpoint_that_predicts(tmp_path):
+    root = write_folder(tmp_path / "imgs", per_class=12)
+    cfg = make_cfg(
+        tmp_path,
+        tmp_path / "data",
+        "data=folder",
+        f"data.root={root}",
+        "model=lenet",
+        "data.batch_size=8",
+        "trainer.max_epochs=2",
+        "logger=none",
+    )
+    datamodule, _ = build(cfg)  # the model is built before any image is read
+    assert datamodule.input_shape == (3, 32, 32) and datamodule.classes == CLASSES
+    metrics = train(cfg)
+    written = read_metrics(cfg.paths.output_dir)
+    assert metrics["status"] == "completed" and 0 <= written["test/acc"] <= 1
+    ckpt_path = next((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
+    info = load_checkpoint(ckpt_path)["cnnlab"]
+    assert info["classes"] == list(CLASSES)
+    # the checkpoint carries the normalisation its folder's images were given
+    dm = _dm(root, split_seed=0, val_size=0.1, test_size=0.2, data_dir=str(tmp_path / "data"))
+    dm.setup()
+    assert np.allclose(info["normalization"]["mean"], dm.mean)
+    assert np.allclose(info["normalization"]["std"], dm.std)
+    pred = predict(ckpt_path, root / "cross" / "0.png")
+    assert pred.classes == list(CLASSES) and abs(float(pred.probs.sum()) - 1) < 1e-5
+
+
+def test_decoded_images_are_cached_until_a_file_changes(tmp_path, monkeypatch):
+    import cnnlab.data.folder as folder_module
+
+    root = write_folder(tmp_path / "imgs", per_class=3)
+    first = _dm(root, test_size=3, val_size=1)
+    first.setup()
+    assert len(list((tmp_path / "data" / "folder-cache").glob("*.pt"))) == 1
+
+    def no_decoding(*args):
+        raise AssertionError("decoded although the cache is current")
+
+    with monkeypatch.context() as m:
+        m.setattr(folder_module, "read_image", no_decoding)
+        again = _dm(root, test_size=3, val_size=1)
+        again.setup()
+    assert torch.equal(again.test_set.images, first.test_set.images)
+    # a changed image (new content, new mtime) is decoded afresh, not served stale
+    changed = root / "stripes" / "0.png"
+    Image.new("RGB", (32, 32), (255, 255, 255)).save(changed)
+    os.utime(changed, ns=(1, 1))
+    fresh = _dm(root, test_size=3, val_size=1)
+    fresh.setup()
+    white = torch.full((3, 32, 32), 255, dtype=torch.uint8)
+    everything = torch.cat([fresh.train_set.images, fresh.test_set.images])
+    assert any(torch.equal(img, white) for img in everything)
+
+
+def test_checkpoints_without_stored_normalization_use_the_dataset_spec():
+    info = {"config": {"data": {"name": "cifar10"}}, "input_shape": [3, 32, 32]}
+    assert input_normalization(info) == ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+
+
+@pytest.mark.parametrize(
+    "bad", [{"mean": [0.5], "std": [0.2]}, {"mean": [0, 0, 0], "std": [1, 0, 1]}, {"mean": "x"}]
+)
+def test_damaged_stored_normalization_is_refused(bad):
+    info = {"config": {"data": {"name": "folder"}}, "input_shape": [3, 8, 8], "normalization": bad}
+    with pytest.raises(CheckpointError, match="normalization"):
+        input_normalization(info)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _error(fn) -> str:
+    with pytest.raises(CnnlabError) as err:
+        fn()
+    msg = str(err.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_missing_root_names_the_path_and_the_layout(tmp_path):
+    msg = _error(lambda: _dm(tmp_path / "nowhere"))
+    assert f"data.root='{tmp_path / 'nowhere'}' does not exist" in msg
+    assert "one sub-folder of images per class" in msg
+
+
+def test_no_root_given_says_how_to_give_one():
+    with pytest.raises(ConfigError, match=r"data=folder needs the images' folder: data.root=PATH"):
+        FolderDataModule(root=None)
+
+
+def test_folder_of_loose_images_asks_for_class_folders(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "a.png")
+    msg = _error(lambda: _dm(tmp_path / "imgs"))
+    assert "holds 0 class sub-folder(s) and 1 loose image(s)" in msg
+
+
+def test_class_folder_without_images_is_named(tmp_path):
+    write_folder(tmp_path / "imgs", per_class=2)
+    (tmp_path / "imgs" / "empty").mkdir()
+    (tmp_path / "imgs" / "empty" / "readme.txt").write_text("nothing")
+    msg = _error(lambda: _dm(tmp_path / "imgs"))
+    assert f"class folder {tmp_path / 'imgs' / 'empty'} holds no images" in msg
+
+
+def test_unreadable_image_is_named(tmp_path):
+    write_folder(tmp_path / "imgs", per_class=4)
+    bad = tmp_path / "imgs" / "cross" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    dm = _dm(tmp_path / "imgs", test_size=2, val_size=2)
+    with pytest.raises(
+        DataError, match=rf"{bad} cannot be read as an image .*Delete or replace it"
+    ):
+        dm.setup()
+
+
+def test_train_py_reports_a_missing_folder_in_one_line_and_exits_2(tmp_path):
+    missing = tmp_path / "my_photos"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "train.py"),
+            "data=folder",
+            f"data.root={missing}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "logger=none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"data.root='{missing}' does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,186 @@
+"""Each on-disk format's checks and reader, on files written in the real formats (IDX, CIFAR
+pickles, SVHN's MATLAB files); SVHN end to end; installs racing each other."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+
+from cnnlab.data import ImageDataModule
+from cnnlab.data import sources as sources_module
+from cnnlab.data.formats import write_idx
+from cnnlab.data.sources import ensure_dataset
+from cnnlab.data.specs import SPECS, get_spec
+from cnnlab.data.synthetic import write_mnist_like, write_synthetic
+from cnnlab.errors import DataError
+from cnnlab.run import read_metrics
+from cnnlab.run import train as run_train
+
+from .conftest import make_cfg, patch_md5
+
+# ----------------------------------------------------------------------------- every built-in
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_synthetic_copy_of_every_dataset_passes_its_checks_and_reads_back(
+    name, data_dir, monkeypatch
+):
+    spec = get_spec(name)
+    patch_md5(monkeypatch, name, write_synthetic(name, data_dir, n_train=30, n_test=20))
+    folder = ensure_dataset(name, data_dir, mirrors=[], download=False)
+    assert folder == spec.target_dir(data_dir)
+    for train, n in ((True, 30), (False, 20)):
+        x, y = spec.read(data_dir, train=train)
+        assert x.dtype == torch.uint8 and tuple(x.shape) == (n, *spec.shape)
+        assert y.dtype == torch.long and int(y.min()) >= 0 and int(y.max()) < len(spec.classes)
+
+
+# ----------------------------------------------------------------------------- IDX
+
+
+def test_idx_images_of_other_dims_with_the_same_byte_count_are_refused(tiny_mnist):
+    path = tiny_mnist / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    write_idx(path, np.zeros((600, 14, 56), np.uint8))  # 14 * 56 == 28 * 28
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte holds 600x14x56 items"):
+        ensure_dataset("mnist", tiny_mnist, mirrors=[], download=False)
+
+
+def test_idx_file_longer_than_its_header_is_refused(tiny_mnist):
+    path = tiny_mnist / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    path.write_bytes(path.read_bytes() + b"\0" * 7)
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte is corrupt: .* 7 more than"):
+        ensure_dataset("mnist", tiny_mnist, mirrors=[], download=False)
+
+
+def test_idx_label_outside_the_classes_names_the_file(tiny_mnist):
+    path = tiny_mnist / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    labels = np.zeros(600, np.uint8)
+    labels[17] = 10  # MNIST has classes 0..9
+    write_idx(path, labels)
+    dm = ImageDataModule("mnist", str(tiny_mnist), val_size=100, mirrors=[], download=False)
+    dm.prepare_data()
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte holds label 10, outside"):
+        dm.setup()
+
+
+def test_cifar_label_outside_the_classes_names_the_batch(data_dir, monkeypatch):
+    import pickle
+
+    write_synthetic("cifar10", data_dir, n_train=50, n_test=20)
+    batch = data_dir / "cifar-10-batches-py" / "data_batch_2"
+    entry = pickle.loads(batch.read_bytes())
+    entry["labels"][3] = 12
+    batch.write_bytes(pickle.dumps(entry, protocol=2))
+    with pytest.raises(DataError, match=r"data_batch_2 holds label 12"):
+        get_spec("cifar10").read(data_dir, train=True)
+
+
+# ----------------------------------------------------------------------------- SVHN
+
+
+def _write_svhn_mat(path, n, seed):
+    """SVHN's layout, written here independently of cnnlab: X (32, 32, 3, N), y (N, 1) in 1..10."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8)
+    y = rng.integers(1, 11, size=(n, 1)).astype(np.uint8)
+    y[0, 0], y[1, 0] = 10, 3
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(path, {"X": x, "y": y})
+    return x, y
+
+
+def _md5(path):
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_svhn_mat_files_read_as_nchw_with_label_10_as_digit_0(data_dir, monkeypatch):
+    # dropped straight into data_dir, as downloaded: installed into data_dir/svhn
+    x_train, y_train = _write_svhn_mat(data_dir / "train_32x32.mat", 40, 0)
+    x_test, y_test = _write_svhn_mat(data_dir / "test_32x32.mat", 15, 1)
+    patch_md5(
+        monkeypatch,
+        "svhn",
+        {f: _md5(data_dir / f) for f in ("train_32x32.mat", "test_32x32.mat")},
+    )
+    folder = ensure_dataset("svhn", data_dir, mirrors=[], download=False)
+    assert folder == data_dir / "svhn" and (folder / "train_32x32.mat").is_file()
+    spec = get_spec("svhn")
+    for train, x, y in ((True, x_train, y_train), (False, x_test, y_test)):
+        images, labels = spec.read(data_dir, train=train)
+        assert images.dtype == torch.uint8 and images.shape == (len(y), 3, 32, 32)
+        # image i, channel c, row h, column w is X[h, w, c, i]
+        assert np.array_equal(images.numpy(), x.transpose(3, 2, 0, 1))
+        assert labels.tolist() == [0 if v == 10 else int(v) for v in y[:, 0]]
+    assert spec.read(data_dir, train=True)[1][:2].tolist() == [0, 3]
+
+
+def test_svhn_corrupt_file_fails_its_md5_check(tiny_svhn):
+    path = tiny_svhn / "svhn" / "test_32x32.mat"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(DataError, match=r"test_32x32.mat failed its integrity check"):
+        ensure_dataset("svhn", tiny_svhn, mirrors=[], download=False)
+
+
+def test_svhn_label_outside_1_to_10_names_the_file(data_dir, monkeypatch):
+    x, y = _write_svhn_mat(data_dir / "svhn" / "train_32x32.mat", 20, 0)
+    y[5, 0] = 11
+    scipy.io.savemat(data_dir / "svhn" / "train_32x32.mat", {"X": x, "y": y})
+    with pytest.raises(DataError, match=r"train_32x32.mat holds label 11"):
+        get_spec("svhn").read(data_dir, train=True)
+
+
+def test_svhn_missing_names_the_files_and_where_to_put_them(data_dir):
+    with pytest.raises(DataError) as err:
+        ensure_dataset("svhn", data_dir, mirrors=[], download=False)
+    msg = str(err.value)
+    assert msg.startswith("SVHN not found. Tried:")
+    assert "train_32x32.mat and test_32x32.mat (from http://ufldl.stanford.edu" in msg
+    assert str(data_dir / "svhn") in msg
+
+
+def test_training_on_svhn_completes(tmp_path, tiny_svhn):
+    cfg = make_cfg(
+        tmp_path,
+        tiny_svhn,
+        "data=svhn",
+        "model=lenet",
+        "data.val_size=100",
+        "data.batch_size=50",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=4",
+        "logger=none",
+    )
+    metrics = run_train(cfg)
+    assert metrics["status"] == "completed" and metrics["data"] == "svhn"
+    written = read_metrics(cfg.paths.output_dir)
+    assert 0 <= written["test/acc"] <= 1
+
+
+# ----------------------------------------------------------------------------- racing installs
+
+
+def test_two_processes_installing_the_same_files_at_once_both_succeed(
+    tmp_path, data_dir, monkeypatch
+):
+    """Another process installs the same file while this one is half-way through writing it
+    (two sweep runs preparing an empty data_dir): both must end with the verified files."""
+    mirror = tmp_path / "mirror"
+    write_mnist_like(None, folder=mirror / "mnist", compress=True)
+    copy = shutil.copyfileobj
+    calls = []
+
+    def interleaved(fin, fout, length=0):
+        calls.append(fout.name)
+        if len(calls) == 1:  # the other process runs its whole install now
+            assert ensure_dataset("mnist", data_dir, mirrors=[str(mirror)], download=False)
+        return copy(fin, fout, length)
+
+    monkeypatch.setattr(sources_module.shutil, "copyfileobj", interleaved)
+    folder = ensure_dataset("mnist", data_dir, mirrors=[str(mirror)], download=False)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(get_spec("mnist").files)
+    assert len(calls) > 4  # the two installs did overlap
