@@ -23,7 +23,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, Pr
 from pytorch_lightning.utilities import rank_zero_only
 
 from cnnlab.callbacks import InterruptCheckpoint
-from cnnlab.checkpoint import RunInfo, check_compatible, load_classifier
+from cnnlab.checkpoint import RunInfo, build_datamodule, check_compatible, load_classifier
 from cnnlab.config import create, overrides, validate
 from cnnlab.errors import CheckpointError
 from cnnlab.lit import ImageClassifier
@@ -314,10 +314,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
     model, info = load_classifier(cfg.ckpt_path)
     chosen = OmegaConf.select(cfg, "data")
-    data_cfg = OmegaConf.create(info["config"]["data"]) if chosen is None else chosen
-    data_cfg.data_dir = cfg.paths.data_dir
-    data_cfg.aug = None
-    datamodule = create(data_cfg, _recursive_=False)
+    if chosen is None:  # the checkpoint's own dataset: its checked config, our data paths
+        datamodule = build_datamodule(
+            info, str(cfg.ckpt_path), cfg.paths.data_dir, list(cfg.paths.dataset_mirrors or [])
+        )
+    else:
+        chosen.data_dir = cfg.paths.data_dir
+        chosen.aug = None
+        datamodule = create(chosen, _recursive_=False)
     if list(datamodule.input_shape) != info["input_shape"] or len(datamodule.classes) != len(
         info["classes"]
     ):
