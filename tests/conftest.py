@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,10 @@ def fashion_dir(tmp_path_factory) -> Path:
     data_dir = tmp_path_factory.mktemp("fashion")
     ensure_dataset("fashion_mnist", data_dir, mirrors=[str(FASHION_MIRROR.parent)], download=False)
     return data_dir
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a script run in a subprocess: this checkout's src/ comes first."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{path}" if path else src, **extra}

@@ -18,7 +18,8 @@ from torch import nn
 from cnnlab.compare import Run, table
 from cnnlab.config import compose_config
 from cnnlab.metrics import per_class_accuracy
-from cnnlab.run import build, fingerprint, read_metrics, train
+from cnnlab.record import fingerprint, read_metrics
+from cnnlab.run import build, train
 
 from .conftest import make_cfg
 

@@ -16,7 +16,8 @@ from cnnlab.config import PROJECT_ROOT
 from cnnlab.data import FolderDataModule
 from cnnlab.errors import CheckpointError, CnnlabError, ConfigError, DataError
 from cnnlab.predict import input_normalization, predict
-from cnnlab.run import build, read_metrics, train
+from cnnlab.record import read_metrics
+from cnnlab.run import build, train
 
 from .conftest import make_cfg
 

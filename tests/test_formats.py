@@ -18,7 +18,7 @@ from cnnlab.data.sources import ensure_dataset
 from cnnlab.data.specs import SPECS, get_spec
 from cnnlab.data.synthetic import write_mnist_like, write_synthetic
 from cnnlab.errors import DataError
-from cnnlab.run import read_metrics
+from cnnlab.record import read_metrics
 from cnnlab.run import train as run_train
 
 from .conftest import make_cfg, patch_md5

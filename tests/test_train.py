@@ -71,7 +71,7 @@ def test_eval_reproduces_the_test_accuracy(trained, tmp_path):
     result = evaluate(eval_cfg)
     assert result["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
     assert (
-        json.loads((tmp_path / "run" / "metrics.json").read_text())["test/acc"]
+        json.loads((tmp_path / "run" / "eval_metrics.json").read_text())["test/acc"]
         == result["test/acc"]
     )
 

@@ -3,7 +3,9 @@
 Every checkpoint cnnlab writes carries the run's resolved config and the data facts (input
 shape, classes), so eval, predict and the visualisations rebuild the exact net from the
 file alone. Loading always uses ``torch.load(weights_only=True)``: opening a checkpoint from
-the internet must never execute code.
+the internet must never execute code, and the stored config is data, never instructions:
+only the model, data, optimizer and scheduler classes that ``conf/`` names are built from it
+(``cnnlab.allowlist``), with plain values, and no path it names is read or written.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from cnnlab.config import create
+from cnnlab.allowlist import build_stored, check_stored
 from cnnlab.errors import CheckpointError
 
 KEY = "cnnlab"
@@ -88,16 +90,77 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{p} was not written by cnnlab (it lacks the run config needed to rebuild the model)."
         )
+    check_layout(ckpt, str(p))
     return ckpt
 
 
-def build_net(info: dict[str, Any]) -> torch.nn.Module:
-    """Rebuild the net a checkpoint was trained with, from its stored model config."""
-    return create(
+def check_layout(ckpt: dict[str, Any], where: str) -> None:
+    """Refuse a checkpoint whose run info is incomplete, of another layout, or not plain data.
+
+    Everything later code reads from the file is checked here, once: the run info's config
+    sections (each naming only a class from conf/, see ``cnnlab.allowlist``), input shape and
+    classes, and the optimizer/scheduler configs Lightning keeps in ``hyper_parameters``.
+    """
+
+    def missing(what: str) -> CheckpointError:
+        return CheckpointError(
+            f"{where}: {what} (written by an older cnnlab, or edited); it cannot rebuild its "
+            f"model. Use a checkpoint written by this version."
+        )
+
+    info = ckpt[KEY]
+    if not isinstance(info, dict):
+        raise missing(f"its '{KEY}' run info is a {type(info).__name__}, not a mapping")
+    config = info.get("config")
+    if not isinstance(config, dict):
+        raise missing(f"its '{KEY}' run info has no config")
+    for section in ("model", "data", "optimizer"):
+        if config.get(section) is None:
+            raise missing(f"its stored config has no {section} section")
+    for section in ("model", "data", "optimizer", "scheduler"):
+        if section != "scheduler" or config.get(section):  # scheduler=none stores {} or None
+            check_stored(config[section], section, where)
+    if not isinstance(config["data"].get("name"), str):
+        raise missing("its stored data config has no dataset name")
+    shape = info.get("input_shape")
+    if not (
+        isinstance(shape, list)
+        and len(shape) == 3
+        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
+    ):
+        raise missing(f"its input_shape is {shape!r}, not [channels, height, width]")
+    classes = info.get("classes")
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise missing(f"its class list is {type(classes).__name__ if classes else 'missing'}")
+    hparams = ckpt.get("hyper_parameters")
+    if hparams is not None:
+        if not isinstance(hparams, dict):
+            raise missing("its hyper_parameters are not a mapping")
+        for section in ("optimizer", "scheduler"):
+            if hparams.get(section):
+                check_stored(hparams[section], section, f"{where} (hyper_parameters)")
+
+
+def build_net(info: dict[str, Any], where: str = "checkpoint") -> torch.nn.Module:
+    """Rebuild the net a checkpoint was trained with, from its stored (checked) model config."""
+    return build_stored(
         info["config"]["model"],
+        "model",
+        where,
         input_shape=tuple(info["input_shape"]),
         num_classes=len(info["classes"]),
     )
+
+
+# data-config keys that name places on disk: never taken from a checkpoint
+PATH_KEYS = ("data_dir", "mirrors", "root")
+
+
+def build_datamodule(info: dict[str, Any], where: str, data_dir: str, mirrors: list[str]):
+    """The checkpoint's own DataModule, reading data from the caller's places, not the file's."""
+    node = {k: v for k, v in info["config"]["data"].items() if k not in PATH_KEYS}
+    node.update(data_dir=str(data_dir), mirrors=list(mirrors), aug=None)
+    return build_stored(node, "data", where)
 
 
 def load_classifier(path: str | Path):
@@ -107,7 +170,7 @@ def load_classifier(path: str | Path):
     ckpt = load_checkpoint(path)
     info = ckpt[KEY]
     model = ImageClassifier(
-        build_net(info),
+        build_net(info, str(path)),
         num_classes=len(info["classes"]),
         optimizer=info["config"]["optimizer"],
         scheduler=info["config"].get("scheduler"),

@@ -6,11 +6,8 @@ tests drive them in-process exactly as ``train.py`` and ``eval.py`` do.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -20,21 +17,31 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
+from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from cnnlab.callbacks import InterruptCheckpoint
-from cnnlab.checkpoint import RunInfo, check_compatible, load_classifier
+from cnnlab.checkpoint import RunInfo, build_datamodule, check_compatible, load_classifier
 from cnnlab.config import create, overrides, validate
 from cnnlab.errors import CheckpointError
 from cnnlab.lit import ImageClassifier
 from cnnlab.metrics import per_class_accuracy
 from cnnlab.models import check_forward, count_params, layer_table, model_title
+from cnnlab.record import (
+    EVAL_METRICS_FILE,
+    checkpoint_dir,
+    fingerprint,
+    plan_run,
+    record_failure,
+    record_interrupt,
+    record_late_error,
+    run_lock,
+    write_metrics,
+)
 from cnnlab.resources import peak_rss_mb
 from cnnlab.viz.figures import bar_figure, confusion_figure, save
 
 log = logging.getLogger("cnnlab")
-
-METRICS_FILE = "metrics.json"
 
 
 def configure_torch() -> None:
@@ -54,24 +61,6 @@ def configure_torch() -> None:
 class _NoAdverts(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "💡 Tip" not in str(record.msg)
-
-
-def write_metrics(output_dir: str | Path, metrics: dict[str, Any]) -> Path:
-    """Write metrics.json atomically: a reader never sees half a file."""
-    path = Path(output_dir) / METRICS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.part")
-    tmp.write_text(json.dumps(metrics, indent=2, default=_jsonable) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.item() if value.numel() == 1 else value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to metrics.json")
 
 
 def _scalar(metrics: dict[str, Any], key: str) -> float | None:
@@ -112,91 +101,30 @@ def _loggers(cfg: DictConfig) -> list:
     return [create(c) for c in (cfg.get("logger") or {}).values() if c is not None]
 
 
-def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / METRICS_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def fingerprint(cfg: DictConfig) -> str:
-    """A hash of what determines a run's result.
-
-    Left out: where data and outputs live (paths, logger and checkpoint directories), how
-    progress is shown, and loader settings that do not change the batches.
-    """
-    plain = _plain(cfg)
-    for key in ("paths", "ckpt_path", "skip_completed", "auto_resume", "callbacks", "logger"):
-        plain.pop(key, None)
-    plain.get("trainer", {}).pop("default_root_dir", None)
-    for key in ("data_dir", "mirrors", "download", "num_workers", "pin_memory"):
-        plain.get("data", {}).pop(key, None)
-    return hashlib.sha1(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def checkpoint_dir(cfg: DictConfig) -> Path:
-    """Where this run's checkpoints go: the checkpoint callback's folder (the one place it is set)."""
-    configured = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath")
-    return Path(configured) if configured else Path(cfg.paths.output_dir) / "checkpoints"
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (and test) the configured model; write and return the run's metrics.
 
     A run directory that already holds this exact config is reused: a completed run is
-    skipped (its metrics returned), an interrupted one resumes from ``last.ckpt``.
+    skipped (its metrics returned), an interrupted one resumes from ``last.ckpt``. Another
+    process running in the same directory is refused (``cnnlab.record``).
     """
     start = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
     key = fingerprint(cfg)
-    previous = read_metrics(output_dir) or {}
-    if previous.get("config_hash") == key:
-        status = previous.get("status")
-        if status == "completed" and cfg.get("skip_completed", True):
-            log.info("Skipping %s: this config already completed there", output_dir)
-            return {**previous, "skipped": True}
-        last = checkpoint_dir(cfg) / "last.ckpt"
-        resumable = status in ("running", "interrupted") and last.is_file()
-        if resumable and cfg.get("auto_resume", True) and not cfg.get("ckpt_path"):
-            log.info("Resuming the interrupted run in %s from %s", output_dir, last)
-            cfg = cfg.copy()
-            cfg.ckpt_path = str(last)
-    try:
-        return _train(cfg, output_dir, start, key)
-    except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C, SIGTERM: Lightning exits via these
-        last = checkpoint_dir(cfg) / "last.ckpt"
-        if rank_zero_only.rank == 0 and last.is_file():
-            previous = read_metrics(output_dir) or {}
-            write_metrics(
-                output_dir,
-                {
-                    **previous,
-                    "status": "interrupted",
-                    "resume_from": str(last),
-                    "wall_time_s": round(time.perf_counter() - start, 2),
-                },
-            )
-            log.warning(
-                "Interrupted. A resumable checkpoint is at %s; continue with the same command plus "
-                "ckpt_path=%s (a sweep re-run resumes it by itself).",
-                last,
-                last,
-            )
-        raise e
-    except Exception as e:
-        # a failed run says so in metrics.json, so a sweep's table shows it and a re-run of
-        # the sweep knows to repeat it; nothing is left that looks like a result
-        failed = {
-            "status": "failed",
-            "error": f"{type(e).__name__}: {e}",
-            "overrides": overrides(),
-            "config_hash": key,
-            "wall_time_s": round(time.perf_counter() - start, 2),
-        }
-        if rank_zero_only.rank == 0:
-            write_metrics(output_dir, failed)
-        raise
+    with run_lock(output_dir):
+        cfg, skipped = plan_run(cfg, output_dir, key)
+        if skipped is not None:
+            return skipped
+        try:
+            return _train(cfg, output_dir, start, key)
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: Lightning exits via these
+            if rank_zero_only.rank == 0:
+                record_interrupt(output_dir, checkpoint_dir(cfg) / "last.ckpt", start)
+            raise
+        except Exception as e:  # nothing is left that looks like a result
+            if rank_zero_only.rank == 0:
+                record_failure(output_dir, key, e, start, overrides())
+            raise
 
 
 def _train(cfg: DictConfig, output_dir: Path, start: float, key: str) -> dict[str, Any]:
@@ -264,9 +192,12 @@ def _train(cfg: DictConfig, output_dir: Path, start: float, key: str) -> dict[st
     metrics["wall_time_s"] = round(time.perf_counter() - start, 2)
     metrics["peak_rss_mb"] = peak_rss_mb()
     if trainer.is_global_zero:
-        write_metrics(output_dir, metrics)
-        _log_hparams(loggers, cfg, metrics)
-        log.info(_summary_line(output_dir, metrics))
+        write_metrics(output_dir, metrics)  # the results are on disk from here on
+        try:
+            _log_hparams(loggers, cfg, metrics)
+            log.info(_summary_line(output_dir, metrics))
+        except Exception as e:  # a failure after testing never costs the results
+            record_late_error(output_dir, metrics, e)
     return metrics
 
 
@@ -281,8 +212,11 @@ def _log_hparams(loggers: list, cfg: DictConfig, metrics: dict[str, Any]) -> Non
         {k: _plain(cfg[k]) for k in ("model", "data", "optimizer", "aug", "seed") if k in cfg}
     )
     params["trainer.max_epochs"] = cfg.trainer.get("max_epochs")
-    for logger in loggers:
-        logger.log_hyperparams(params, final)
+    for logger in loggers:  # only TensorBoard links hyper-parameters to metrics
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, final)
+        else:
+            logger.log_hyperparams(params)
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -315,10 +249,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
     model, info = load_classifier(cfg.ckpt_path)
     chosen = OmegaConf.select(cfg, "data")
-    data_cfg = OmegaConf.create(info["config"]["data"]) if chosen is None else chosen
-    data_cfg.data_dir = cfg.paths.data_dir
-    data_cfg.aug = None
-    datamodule = create(data_cfg, _recursive_=False)
+    if chosen is None:  # the checkpoint's own dataset: its checked config, our data paths
+        datamodule = build_datamodule(
+            info, str(cfg.ckpt_path), cfg.paths.data_dir, list(cfg.paths.dataset_mirrors or [])
+        )
+    else:
+        chosen.data_dir = cfg.paths.data_dir
+        chosen.aug = None
+        datamodule = create(chosen, _recursive_=False)
     if list(datamodule.input_shape) != info["input_shape"] or len(datamodule.classes) != len(
         info["classes"]
     ):
@@ -362,7 +300,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         bar_figure(classes, per_class, "Test accuracy per class"),
         output_dir / "accuracy_per_class.png",
     )
-    write_metrics(output_dir, metrics)
+    # its own file: eval into a training run's directory never replaces that run's metrics.json
+    write_metrics(output_dir, metrics, EVAL_METRICS_FILE)
     log.info(
         "Evaluated %s on %s: test/acc %.4f | %s",
         cfg.ckpt_path,

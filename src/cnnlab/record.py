@@ -1,0 +1,234 @@
+"""The run record: ``metrics.json``, the config fingerprint, the run-directory lock, resume decisions.
+
+A run directory holds one run of one config. ``metrics.json`` says how far it got
+(``running``, ``interrupted``, ``failed``, ``completed``) and for which config (its
+fingerprint), so re-running the same command skips a completed run and resumes an
+interrupted one. ``run.lock`` (the holder's PID) keeps two processes out of one directory.
+Once test metrics are written they are never replaced by a later failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from filelock import SoftFileLock, Timeout
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+
+from cnnlab.errors import CheckpointError, CnnlabError
+
+log = logging.getLogger("cnnlab")
+
+METRICS_FILE = "metrics.json"
+EVAL_METRICS_FILE = "eval_metrics.json"  # eval.py's results, beside (never over) a run's own
+LOCK_FILE = "run.lock"
+
+
+# -- metrics.json ---------------------------------------------------------------------------
+def write_metrics(
+    output_dir: str | Path, metrics: dict[str, Any], name: str = METRICS_FILE
+) -> Path:
+    """Write metrics.json atomically: a reader never sees half a file."""
+    path = Path(output_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.part")
+    tmp.write_text(json.dumps(metrics, indent=2, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to metrics.json")
+
+
+def read_metrics(run_dir: str | Path, name: str = METRICS_FILE) -> dict[str, Any] | None:
+    """The record as data (status, hash, numbers); nothing in it is ever instantiated."""
+    path = Path(run_dir) / name
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
+
+
+def _plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    """A hash of what determines a run's result.
+
+    Left out: where data and outputs live (paths, logger and checkpoint directories), how
+    progress is shown, and loader settings that do not change the batches.
+    """
+    plain = _plain(cfg)
+    for key in ("paths", "ckpt_path", "skip_completed", "auto_resume", "callbacks", "logger"):
+        plain.pop(key, None)
+    plain.get("trainer", {}).pop("default_root_dir", None)
+    for key in ("data_dir", "mirrors", "download", "num_workers", "pin_memory"):
+        plain.get("data", {}).pop(key, None)
+    return hashlib.sha1(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def checkpoint_dir(cfg: DictConfig) -> Path:
+    """Where this run's checkpoints go: the checkpoint callback's folder (the one place it is set)."""
+    configured = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath")
+    return Path(configured) if configured else Path(cfg.paths.output_dir) / "checkpoints"
+
+
+# -- one process per run directory ------------------------------------------------------------
+@contextmanager
+def run_lock(output_dir: str | Path) -> Iterator[None]:
+    """Hold ``<run dir>/run.lock`` (it records this PID) while the run writes there.
+
+    A second run into the same directory is refused at once; a lock left behind by a process
+    that died is taken over. Only the main process (rank 0) locks: DDP workers are its own.
+    """
+    if rank_zero_only.rank != 0:
+        yield
+        return
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    lock = SoftFileLock(output_dir / LOCK_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        holder = lock.pid
+        raise CnnlabError(
+            f"Another run (PID {holder if holder is not None else 'unknown'}) is writing to "
+            f"{output_dir} (lock file {output_dir / LOCK_FILE}). Wait for it to finish or choose "
+            f"another hydra.run.dir; a lock left by a process that died is taken over by itself."
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+# -- what to do with what the run directory already holds ---------------------------------------
+def plan_run(cfg: DictConfig, output_dir: Path, key: str) -> tuple[DictConfig, dict | None]:
+    """``(cfg, None)`` to run (``cfg.ckpt_path`` set when resuming), or ``(cfg, metrics)`` to skip.
+
+    Same config, completed: skip. Same config, interrupted with a readable ``last.ckpt``:
+    resume from it. Anything else starts afresh; checkpoints left in the folder by an earlier
+    attempt are moved aside (``best.ckpt.stale``, an unreadable one ``last.ckpt.corrupt``) so
+    the new run's files keep their plain names (no ``best-v1.ckpt`` beside stale ones).
+    """
+    from cnnlab.checkpoint import load_checkpoint
+
+    previous = read_metrics(output_dir) or {}
+    folder = checkpoint_dir(cfg)
+    if previous.get("config_hash") == key:
+        status = previous.get("status")
+        if status == "completed" and cfg.get("skip_completed", True):
+            log.info("Skipping %s: this config already completed there", output_dir)
+            return cfg, {**previous, "skipped": True}
+        last = folder / "last.ckpt"
+        resumable = status in ("running", "interrupted") and last.is_file()
+        if resumable and cfg.get("auto_resume", True) and not cfg.get("ckpt_path"):
+            try:
+                load_checkpoint(last)
+            except CheckpointError as e:
+                log.warning(
+                    "Cannot resume the interrupted run in %s: %s Starting it afresh.", output_dir, e
+                )
+                if rank_zero_only.rank == 0:
+                    set_aside(folder, corrupt=(last,))
+                return cfg, None
+            log.info("Resuming the interrupted run in %s from %s", output_dir, last)
+            cfg = cfg.copy()
+            cfg.ckpt_path = str(last)
+            return cfg, None
+    resume = cfg.get("ckpt_path")
+    resumes_own = resume and Path(resume).resolve().parent == folder.resolve()
+    if not resumes_own and rank_zero_only.rank == 0:
+        set_aside(folder)
+    return cfg, None
+
+
+def set_aside(folder: Path, corrupt: tuple[Path, ...] = ()) -> list[Path]:
+    """Rename the checkpoints of an abandoned attempt so a fresh run starts with an empty folder.
+
+    Nothing is deleted: ``x.ckpt`` becomes ``x.ckpt.stale`` (``x.ckpt.corrupt`` when it cannot
+    be read), with a number added if that name is taken.
+    """
+    moved = []
+    for path in sorted(folder.glob("*.ckpt")) if folder.is_dir() else []:
+        suffix = ".corrupt" if path in corrupt else ".stale"
+        target = path.with_name(path.name + suffix)
+        n = 1
+        while target.exists():
+            target = path.with_name(f"{path.name}{suffix}.{n}")
+            n += 1
+        os.replace(path, target)
+        moved.append(target)
+    if moved:
+        log.warning(
+            "Starting afresh in %s: moved the earlier attempt's checkpoints aside (%s).",
+            folder,
+            ", ".join(p.name for p in moved),
+        )
+    return moved
+
+
+# -- ends of a run --------------------------------------------------------------------------------
+def record_interrupt(output_dir: Path, last: Path, start: float) -> None:
+    """Mark the run resumable from ``last`` (unless it had already completed)."""
+    previous = read_metrics(output_dir) or {}
+    if previous.get("status") == "completed" or not last.is_file():
+        return
+    write_metrics(
+        output_dir,
+        {
+            **previous,
+            "status": "interrupted",
+            "resume_from": str(last),
+            "wall_time_s": round(time.perf_counter() - start, 2),
+        },
+    )
+    log.warning(
+        "Interrupted. A resumable checkpoint is at %s; continue with the same command plus "
+        "ckpt_path=%s (a sweep re-run resumes it by itself).",
+        last,
+        last,
+    )
+
+
+def record_failure(
+    output_dir: Path, key: str, error: BaseException, start: float, overrides: list[str]
+) -> None:
+    """Say in metrics.json that the run failed, so a sweep's table shows it and a re-run repeats it."""
+    write_metrics(
+        output_dir,
+        {
+            "status": "failed",
+            "error": f"{type(error).__name__}: {error}",
+            "overrides": overrides,
+            "config_hash": key,
+            "wall_time_s": round(time.perf_counter() - start, 2),
+        },
+    )
+
+
+def record_late_error(output_dir: Path, metrics: dict[str, Any], error: BaseException) -> None:
+    """A failure after testing: reported beside the results, which stay (status completed)."""
+    metrics["late_error"] = f"{type(error).__name__}: {error}"
+    write_metrics(output_dir, metrics)
+    log.warning(
+        "The run completed and its results are in %s, but a step after testing failed: %s",
+        Path(output_dir) / METRICS_FILE,
+        metrics["late_error"],
+    )

@@ -1,0 +1,161 @@
+"""The run record loses nothing (issue 11, section 2): eval beside a run, a corrupt last.ckpt,
+failures after testing, logger=csv, two processes in one run directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cnnlab.cli import run_app
+from cnnlab.data.synthetic import write_mnist_like
+from cnnlab.errors import CnnlabError
+from cnnlab.record import LOCK_FILE
+from cnnlab.run import train
+
+from .conftest import make_cfg, subprocess_env
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ("data.val_size=100", "data.batch_size=50", "optimizer.lr=0.003")
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("data")
+    write_mnist_like(d, "mnist", n_train=600, n_test=200)
+    return d
+
+
+def _metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_eval_into_a_training_run_dir_keeps_its_metrics_json(mnist_dir, tmp_path):
+    cfg = make_cfg(tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=1")
+    train(cfg)
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "config.yaml").write_text("the training run's config\n")
+    before = (run_dir / "metrics.json").read_bytes()
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "eval.py"),
+            f"ckpt_path={ckpt}",
+            f"hydra.run.dir={run_dir}",
+            f"paths.data_dir={mnist_dir}",
+            "paths.dataset_mirrors=[]",
+            "accelerator=cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(PYTHONWARNINGS="ignore"),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run_dir / "metrics.json").read_bytes() == before
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == "the training run's config\n"
+    on_disk = json.loads((run_dir / "eval_metrics.json").read_text())
+    assert on_disk["test/acc"] == pytest.approx(_metrics(run_dir)["test/acc"], abs=1e-6)
+
+
+def test_unreadable_last_ckpt_starts_afresh_with_one_generation_of_names(mnist_dir, tmp_path):
+    cfg = make_cfg(
+        tmp_path,
+        mnist_dir,
+        *QUICK,
+        "trainer.max_epochs=2",
+        "+callbacks.sigterm._target_=tests.test_reliability.SigtermAt",
+        "+callbacks.sigterm.step=12",
+    )
+    with pytest.raises(SystemExit):
+        train(cfg)
+    folder = tmp_path / "run" / "checkpoints"
+    assert _metrics(tmp_path / "run")["status"] == "interrupted"
+    (folder / "last.ckpt").write_bytes(b"truncated by a full disk")
+    cfg.callbacks.sigterm.step = 10**6  # the same run again, uninterrupted this time
+    metrics = train(cfg)
+    assert metrics["status"] == "completed" and metrics["epochs"] == 2
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "best.ckpt",
+        "best.ckpt.stale",
+        "last.ckpt",
+        "last.ckpt.corrupt",
+    ]
+    assert (folder / "last.ckpt.corrupt").read_bytes() == b"truncated by a full disk"
+
+
+def test_a_failure_after_testing_keeps_the_results(mnist_dir, tmp_path, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("TensorBoard's disk is full")
+
+    monkeypatch.setattr("cnnlab.run._log_hparams", broken)
+    metrics = train(make_cfg(tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=1"))
+    on_disk = _metrics(tmp_path / "run")
+    assert on_disk["status"] == metrics["status"] == "completed"
+    assert on_disk["test/acc"] is not None and on_disk["test/acc"] == metrics["test/acc"]
+    assert on_disk["late_error"] == "RuntimeError: TensorBoard's disk is full"
+
+
+def test_logger_csv_end_to_end(mnist_dir, tmp_path):
+    metrics = train(make_cfg(tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=2", "logger=csv"))
+    run_dir = tmp_path / "run"
+    assert metrics["status"] == _metrics(run_dir)["status"] == "completed"
+    assert "late_error" not in _metrics(run_dir)
+    rows = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
+    assert "val/acc" in rows[0] and len(rows) > 2
+    assert "lr: 0.003" in (run_dir / "csv" / "hparams.yaml").read_text()
+
+
+_HOLD = """
+import sys, time
+from cnnlab.record import run_lock
+with run_lock(sys.argv[1]):
+    print("held", flush=True)
+    if sys.argv[2] == "die":
+        import os; os._exit(0)  # dies holding it, as a killed job does
+    time.sleep(120)
+"""
+
+
+def _holder(run_dir: Path, mode: str) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(run_dir), mode],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+    )
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_run_into_the_same_dir_is_refused(mnist_dir, tmp_path, capsys):
+    cfg = make_cfg(tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=1")
+    run_dir = tmp_path / "run"
+    holder = _holder(run_dir, "hold")
+    try:
+        with pytest.raises(CnnlabError, match=rf"Another run \(PID {holder.pid}\) is writing to"):
+            train(cfg)
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            run_app(train, cfg)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1
+        assert f"lock file {run_dir / LOCK_FILE}" in err
+        assert not (run_dir / "metrics.json").exists()  # the other run's record is untouched
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(mnist_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    dead = _holder(run_dir, "die")
+    dead.wait()
+    assert (run_dir / LOCK_FILE).read_text().split()[0] == str(dead.pid)
+    metrics = train(make_cfg(tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=1"))
+    assert metrics["status"] == "completed" and not (run_dir / LOCK_FILE).exists()
