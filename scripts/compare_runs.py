@@ -5,15 +5,14 @@ Prints a Markdown table (one row per run; the overrides that differ, then the re
 """
 
 import argparse
-import sys
 from pathlib import Path
 
-from cnnlab.cli import EXIT_USER_ERROR
+from cnnlab.cli import script
 from cnnlab.compare import find_runs, plot, table, to_csv, to_markdown
 from cnnlab.errors import CnnlabError
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--sort", default="test/acc", help="metric to sort by (default: test/acc)")
@@ -22,23 +21,19 @@ def main() -> int:
     )
     parser.add_argument("--csv", type=Path, help="also write the table as CSV here")
     parser.add_argument("--plot", type=Path, help="also write a bar chart (PNG) of --sort here")
-    args = parser.parse_args()
-    try:
-        runs = find_runs(args.paths)
-        if not runs:
-            raise CnnlabError(f"No metrics.json under {', '.join(map(str, args.paths))}.")
-        header, rows = table(runs, args.paths, args.sort, not args.ascending)
-        print(to_markdown(header, rows))
-        if args.csv:
-            full = table(runs, args.paths, args.sort, not args.ascending, with_path=True)
-            print(f"\nCSV: {to_csv(*full, args.csv)}")
-        if args.plot:
-            print(f"Plot: {plot(runs, args.plot, args.sort)}")
-    except CnnlabError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    args = parser.parse_args(argv)
+    runs = find_runs(args.paths)
+    if not runs:
+        raise CnnlabError(f"No metrics.json under {', '.join(map(str, args.paths))}.")
+    header, rows = table(runs, args.paths, args.sort, not args.ascending)
+    print(to_markdown(header, rows))
+    if args.csv:
+        full = table(runs, args.paths, args.sort, not args.ascending, with_path=True)
+        print(f"\nCSV: {to_csv(*full, args.csv)}")
+    if args.plot:
+        print(f"Plot: {plot(runs, args.plot, args.sort)}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script(main)

@@ -4,25 +4,19 @@ Writes the learned filters of every conv layer and the feature maps of the image
 conv block as PNGs (default out_dir: next to the checkpoint, in figures/).
 """
 
-import sys
 from pathlib import Path
 
 from cnnlab.checkpoint import load_classifier
-from cnnlab.cli import EXIT_USER_ERROR, parse_key_values
+from cnnlab.cli import parse_key_values, script
 from cnnlab.data.specs import normalize
-from cnnlab.errors import CnnlabError
 from cnnlab.predict import input_normalization, open_image, to_input
 from cnnlab.viz.network import save_network_figures
 
 
 def main(argv: list[str]) -> int:
-    try:
-        args = parse_key_values(argv, required=("ckpt_path", "image"), optional={"out_dir": ""})
-        model, info = load_classifier(args["ckpt_path"])
-        x = to_input(open_image(args["image"]), tuple(info["input_shape"]))
-    except CnnlabError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    args = parse_key_values(argv, required=("ckpt_path", "image"), optional={"out_dir": ""})
+    model, info = load_classifier(args["ckpt_path"])
+    x = to_input(open_image(args["image"]), tuple(info["input_shape"]))
     out = Path(args["out_dir"] or Path(args["ckpt_path"]).parent.parent / "figures")
     x = normalize(x, *input_normalization(info))
     for path in save_network_figures(model.net, x, out):
@@ -31,4 +25,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    script(main)

@@ -4,11 +4,8 @@ Takes train.py's overrides, plus ``out=PATH`` (default augmentation.png). First 
 as stored; each further row: a new random draw of the augmentation.
 """
 
-import sys
-
-from cnnlab.cli import EXIT_USER_ERROR
+from cnnlab.cli import script
 from cnnlab.config import compose_config
-from cnnlab.errors import CnnlabError
 from cnnlab.run import build
 from cnnlab.viz.grids import augmentation_preview, save_png
 
@@ -16,16 +13,12 @@ from cnnlab.viz.grids import augmentation_preview, save_png
 def main(argv: list[str]) -> int:
     out = next((a.split("=", 1)[1] for a in argv if a.startswith("out=")), "augmentation.png")
     overrides = [a for a in argv if not a.startswith("out=")]
-    try:
-        datamodule, _ = build(compose_config("train", overrides, output_dir="."))
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-    except CnnlabError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    datamodule, _ = build(compose_config("train", overrides, output_dir="."))
+    datamodule.prepare_data()
+    datamodule.setup("fit")
     print(f"Saved {save_png(augmentation_preview(datamodule, n=10, repeats=4), out)}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    script(main)

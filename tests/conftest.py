@@ -50,6 +50,20 @@ def tiny_cifar(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return data_dir
 
 
+# a quick, learnable setting for tiny MNIST-format data (600 training images)
+QUICK = ("data.val_size=100", "data.batch_size=50", "optimizer.lr=0.003")
+
+
+def tiny_run(tmp: Path, *overrides: str):
+    """A short real LeNet-5 run on tiny MNIST-format data written under ``tmp``: (cfg, metrics)."""
+    from cnnlab.run import train
+
+    data_dir = tmp / "data"
+    write_mnist_like(data_dir, "mnist", n_train=600, n_test=200)
+    cfg = make_cfg(tmp, data_dir, *QUICK, *overrides)
+    return cfg, train(cfg)
+
+
 def make_cfg(tmp_path: Path, data_dir: Path | None, *overrides: str, config: str = "train"):
     """A config for a quick, quiet, offline CPU run writing into tmp_path/run."""
     base = []

@@ -21,25 +21,21 @@ from PIL import Image
 from cnnlab.allowlist import allowed_targets
 from cnnlab.checkpoint import load_checkpoint
 from cnnlab.cli import run_app
-from cnnlab.data.synthetic import write_mnist_like
 from cnnlab.errors import CheckpointError
 from cnnlab.run import evaluate, train
 
-from .conftest import make_cfg, subprocess_env
+from .conftest import QUICK, make_cfg, subprocess_env, tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICK = ("data.val_size=100", "data.batch_size=50", "optimizer.lr=0.003")
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """A tiny real run (2 epochs): its data dir, run dir and an image to classify."""
     tmp = tmp_path_factory.mktemp("base")
-    data_dir = tmp / "data"
-    write_mnist_like(data_dir, "mnist", n_train=600, n_test=200)
-    cfg = make_cfg(tmp, data_dir, *QUICK, "trainer.max_epochs=2")
-    metrics = train(cfg)
+    cfg, metrics = tiny_run(tmp, "trainer.max_epochs=2")
     assert metrics["status"] == "completed"
+    data_dir = Path(cfg.paths.data_dir)
     image = tmp / "digit.png"
     Image.fromarray((np.arange(28 * 28) % 256).reshape(28, 28).astype(np.uint8)).save(image)
     return {"data_dir": data_dir, "run_dir": tmp / "run", "image": image}
@@ -98,8 +94,18 @@ REFUSAL = {
 
 
 def _predict(ckpt: Path, image: Path) -> int:
+    """scripts/predict.py in-process, through the same cli.script wrapper as on the command line."""
+    from unittest import mock
+
+    from cnnlab.cli import script
+
     main = runpy.run_path(str(ROOT / "scripts" / "predict.py"))["main"]
-    return main([f"ckpt_path={ckpt}", f"image={image}"])
+    with mock.patch.object(sys, "argv", ["predict.py", f"ckpt_path={ckpt}", f"image={image}"]):
+        try:
+            script(main)
+        except SystemExit as e:
+            return e.code
+    return 0
 
 
 def _exit_code(fn, cfg) -> int:

@@ -135,3 +135,10 @@ def test_predict_script_says_what_it_did_and_shows_the_input(fashion_ckpt, tmp_p
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("Prepared: inverted (light background")
     assert Image.open(seen).size == (28 * 8, 28 * 8)
+
+
+def test_an_image_already_in_the_datasets_format_is_used_as_is():
+    arr = np.zeros((28, 28), np.uint8)
+    arr[4:10, 3:25] = 200  # off-centre and not 20 px tall: re-framing would change it
+    p = prepare(Image.fromarray(arr), (1, 28, 28), Framing(20, "mass"))
+    assert np.array_equal(p.image[0, 0].numpy(), arr) and p.steps[0].startswith("used as is")

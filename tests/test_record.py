@@ -16,10 +16,9 @@ from cnnlab.errors import CnnlabError
 from cnnlab.record import LOCK_FILE
 from cnnlab.run import train
 
-from .conftest import make_cfg, subprocess_env
+from .conftest import QUICK, make_cfg, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICK = ("data.val_size=100", "data.batch_size=50", "optimizer.lr=0.003")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +48,7 @@ def test_eval_into_a_training_run_dir_keeps_its_metrics_json(mnist_dir, tmp_path
             f"hydra.run.dir={run_dir}",
             f"paths.data_dir={mnist_dir}",
             "paths.dataset_mirrors=[]",
-            "accelerator=cpu",
+            "trainer.accelerator=cpu",
         ],
         capture_output=True,
         text=True,

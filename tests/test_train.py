@@ -16,9 +16,7 @@ from cnnlab.config import PROJECT_ROOT
 from cnnlab.data.synthetic import write_mnist_like
 from cnnlab.run import evaluate, train
 
-from .conftest import make_cfg
-
-QUICK = ("data.val_size=100", "data.batch_size=50", "optimizer.lr=0.003")
+from .conftest import QUICK, make_cfg, tiny_run
 
 
 def scalars(run_dir: Path) -> dict[str, list[float]]:
@@ -30,11 +28,7 @@ def scalars(run_dir: Path) -> dict[str, list[float]]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One short LeNet-5 training on a tiny learnable MNIST-format dataset."""
-    tmp = tmp_path_factory.mktemp("trained")
-    data_dir = tmp / "data"
-    write_mnist_like(data_dir, "mnist", n_train=600, n_test=200)
-    cfg = make_cfg(tmp, data_dir, *QUICK, "trainer.max_epochs=4")
-    return cfg, train(cfg)
+    return tiny_run(tmp_path_factory.mktemp("trained"), "trainer.max_epochs=4")
 
 
 def test_training_learns_and_writes_metrics_json(trained):

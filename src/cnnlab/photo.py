@@ -63,6 +63,9 @@ def prepare(
     if invert == "true" or (invert == "auto" and light_background(arr)):
         arr = 255.0 - arr
         steps.append("inverted (light background -> dark, as in the dataset)")
+    elif arr.shape == (h, w):  # already a dataset image (dark background, its size): keep it
+        steps.append(f"used as is (already {w}x{h} on a dark background, like the dataset)")
+        return Prepared(torch.from_numpy(arr.astype(np.uint8)).view(1, 1, h, w), steps)
     # what remains of the background (paper grain, shadows) becomes black, the object full range
     background = float(np.median(_border(arr)))
     top = float(arr.max())

@@ -268,12 +268,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
     datamodule.prepare_data()
     output_dir = Path(cfg.paths.output_dir)
-    trainer = pl.Trainer(
-        accelerator=cfg.get("accelerator", "auto"),
-        devices=1,
-        logger=False,
-        default_root_dir=output_dir,
-        enable_model_summary=False,
+    # the trainer group's settings (accelerator, precision, limit_test_batches...), one device,
+    # no logger or checkpoints: evaluation writes only its own files
+    trainer: pl.Trainer = create(
+        cfg.trainer, devices=1, logger=False, callbacks=[], enable_checkpointing=False
     )
     trainer.test(model, datamodule=datamodule, verbose=False)
     metrics = {
