@@ -10,9 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from cnnlab.bench import MODELS, VARIANTS, report, run_benchmark
 from cnnlab.config import PROJECT_ROOT
 from cnnlab.data.specs import SPECS
+from cnnlab.dev.bench import MODELS, VARIANTS, report, run_benchmark
 
 
 def main() -> int:

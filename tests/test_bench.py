@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from cnnlab.bench import Result, report
 from cnnlab.data.synthetic import write_mnist_like
+from cnnlab.dev.bench import Result, report
 
 
 @pytest.mark.parametrize("variant", ["cnnlab", "torchvision"])
@@ -21,7 +21,7 @@ def test_one_measurement_in_a_fresh_process(variant, data_dir):
         [
             sys.executable,
             "-m",
-            "cnnlab.bench",
+            "cnnlab.dev.bench",
             variant,
             "lenet",
             "mnist",

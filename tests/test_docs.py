@@ -1,7 +1,7 @@
 """The README's generated tables match the code."""
 
 from cnnlab.config import PROJECT_ROOT
-from cnnlab.docs import model_table, replace_block
+from cnnlab.dev.docs import model_table, replace_block
 
 
 def test_readme_model_table_is_current():

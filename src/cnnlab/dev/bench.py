@@ -1,6 +1,6 @@
 """Training throughput and memory, measured side by side in one invocation.
 
-Each measurement runs in a fresh process (``python -m cnnlab.bench VARIANT ...`` prints one
+Each measurement runs in a fresh process (``python -m cnnlab.dev.bench VARIANT ...`` prints one
 JSON line) so that peak memory is per variant and no variant warms the caches of another.
 ``run_benchmark`` alternates the variants over the repeats, so machine drift hits all alike.
 
@@ -135,7 +135,7 @@ def measure(
             f"trainer.limit_train_batches={total}",
             "trainer.limit_val_batches=2",
             "test=false",
-            "+callbacks.timer._target_=cnnlab.bench.StepTimer",
+            "+callbacks.timer._target_=cnnlab.dev.bench.StepTimer",
             f"+callbacks.timer.warmup={warmup}",
             f"+callbacks.timer.total={total}",
             f"+callbacks.timer.path={timing}",
@@ -263,7 +263,7 @@ def run_benchmark(
                 cmd = [
                     sys.executable,
                     "-m",
-                    "cnnlab.bench",
+                    "cnnlab.dev.bench",
                     variant,
                     model,
                     data,
