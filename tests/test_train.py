@@ -214,3 +214,25 @@ def test_callbacks_none_writes_no_checkpoints(tiny_mnist, tmp_path):
     metrics = train(cfg)
     assert metrics["status"] == "completed" and metrics["tested_checkpoint"] == "final weights"
     assert not list((tmp_path / "run").rglob("*.ckpt"))
+
+
+def test_resnet18_trains_on_real_fashion_mnist(fashion_dir, tmp_path):
+    cfg = make_cfg(
+        tmp_path,
+        fashion_dir,
+        "model=resnet18",
+        "data=fashion_mnist",
+        "data.batch_size=32",
+        "data.eval_batch_size=64",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "~callbacks.model_checkpoint",
+        "logger=none",
+    )
+    metrics = train(cfg)
+    assert metrics["status"] == "completed" and metrics["steps"] == 3
+    # 1 input channel: the 3x3 stem has 64*1*9 weights instead of 64*3*9
+    assert metrics["trainable_params"] == 11_173_962 - 64 * 2 * 9 == 11_172_810
+    assert metrics["model"] == "ResNet-18" and metrics["test/loss"] > 0
