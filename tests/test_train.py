@@ -142,6 +142,8 @@ def test_fashion_mnist_one_epoch_beats_85_percent(fashion_dir, tmp_path):
     assert metrics["test/acc"] > 0.85, metrics
 
 
+# one short epoch, nothing written but metrics.json: for tests that only need a run to finish
+SHORT = ("trainer.max_epochs=1", "~callbacks.model_checkpoint", "logger=none")
 MODELS = ["mlp", "lenet", "lenet_classic", "alexnet", "vgg11", "resnet20", "simple_cnn"]
 
 
@@ -156,10 +158,8 @@ def test_every_model_trains_on_every_input_format(model, data, tmp_path, tiny_ci
         f"data={data}",
         "data.val_size=50",
         "data.batch_size=32",
-        "trainer.max_epochs=1",
         "trainer.limit_train_batches=3",
-        "~callbacks.model_checkpoint",
-        "logger=none",
+        *SHORT,
     )
     metrics = train(cfg)
     assert metrics["status"] == "completed" and metrics["steps"] == 3
@@ -173,12 +173,10 @@ def test_each_family_beats_chance_on_fashion_mnist(model, fashion_dir, tmp_path)
         fashion_dir,
         "data=fashion_mnist",
         f"model={model}",
-        "trainer.max_epochs=1",
         "trainer.limit_train_batches=40",
         "trainer.limit_val_batches=2",
         "trainer.limit_test_batches=2",
-        "~callbacks.model_checkpoint",
-        "logger=none",
+        *SHORT,
     )
     metrics = train(cfg)
     assert metrics["test/acc"] > 0.5, metrics  # chance: 0.1
@@ -224,12 +222,10 @@ def test_resnet18_trains_on_real_fashion_mnist(fashion_dir, tmp_path):
         "data=fashion_mnist",
         "data.batch_size=32",
         "data.eval_batch_size=64",
-        "trainer.max_epochs=1",
         "trainer.limit_train_batches=3",
         "trainer.limit_val_batches=1",
         "trainer.limit_test_batches=1",
-        "~callbacks.model_checkpoint",
-        "logger=none",
+        *SHORT,
     )
     metrics = train(cfg)
     assert metrics["status"] == "completed" and metrics["steps"] == 3
