@@ -126,3 +126,16 @@ def test_own_model_too_deep_for_the_data_fails_at_build_naming_the_layer(own_mod
         r"shrink the 1x1 feature map to 0x0, so the model is too deep for this image size",
     ):
         build(make_cfg(tmp_path, None, searchpath, "model=pools", "model.stages=5"))
+
+
+def test_inspect_figures_cover_every_conv_of_a_residual_net(tmp_path):
+    from cnnlab.models.resnet import ResNet
+    from cnnlab.viz.network import save_network_figures
+
+    net = ResNet((1, 28, 28), 10)  # 19 3x3 convs and 2 1x1 shortcut convs
+    written = save_network_figures(net, torch.randn(1, 1, 28, 28), tmp_path)
+    names = sorted(p.name for p in written)
+    assert sum(n.startswith("filters_") for n in names) == 21
+    assert "filters_stages.1.0.shortcut.0.png" in names  # a 1x1 kernel draws as one pixel
+    assert sum(n.startswith("features_") for n in names) == 8  # spread over the depth
+    assert "features_stem.0.png" in names and "features_stages.2.2.conv2.png" in names

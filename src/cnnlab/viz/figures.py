@@ -61,7 +61,9 @@ def confusion_figure(
 
 
 def _show(ax: plt.Axes, image: np.ndarray, title: str = "", cmap: str = "gray", **kw) -> None:
-    ax.imshow(image.squeeze(), cmap=cmap, **kw)
+    if image.ndim == 3 and image.shape[-1] == 1:  # one channel: a 2-D map (1x1 kernels too)
+        image = image[..., 0]
+    ax.imshow(image, cmap=cmap, **kw)
     ax.set_title(title, fontsize=7)
     ax.axis("off")
 
