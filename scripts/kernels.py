@@ -77,6 +77,11 @@ def main(argv: list[str]) -> int:
     if args["rgb"] not in ("true", "false"):
         raise CnnlabError(f"rgb={args['rgb']!r}: use rgb=true or rgb=false.")
     image = load_gray(args["image"], int(args["size"])) if args["image"] else default_image()
+    if min(image.shape) < 3:
+        h, w = image.shape
+        raise CnnlabError(
+            f"image={args['image']!r} is {w}x{h} pixels; the 3x3 kernels need 3x3 or more."
+        )
     out = Path(args["out_dir"])
     figure = kernel_figure(
         image, SETS[args["kernels"]], stride=int(args["stride"]), padding=int(args["padding"])

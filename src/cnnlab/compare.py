@@ -69,6 +69,9 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
                 metrics = json.loads(f.read_text())
             except (OSError, json.JSONDecodeError) as e:
                 metrics = {"status": "failed", "error": f"unreadable metrics.json: {e}"}
+            if not isinstance(metrics, dict):  # valid JSON, but not a run record
+                kind = type(metrics).__name__
+                metrics = {"status": "failed", "error": f"metrics.json holds a {kind}, not a run"}
             found[f.parent.resolve()] = Run(f.parent, metrics)
     return list(found.values())
 

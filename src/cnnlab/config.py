@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,7 +62,7 @@ def _positive(cfg: DictConfig, key: str, integer: bool, example: str, allow: tup
     if value is None or value in allow:
         return
     kinds = (int,) if integer else (int, float)
-    if not isinstance(value, kinds) or isinstance(value, bool) or not value > 0:
+    if not isinstance(value, kinds) or isinstance(value, bool) or not 0 < value < math.inf:
         what = "integer" if integer else "number"
         raise ConfigError(f"{key}={value!r} must be a positive {what} (e.g. {example}).")
 
@@ -74,9 +75,23 @@ def validate(cfg: DictConfig) -> None:
     """
     _positive(cfg, "trainer.max_epochs", True, "trainer.max_epochs=10")
     _positive(cfg, "optimizer.lr", False, "optimizer.lr=0.001")
+    # 0 batches would "complete" a run that never trained
+    for split in ("train", "val", "test"):
+        _positive(
+            cfg, f"trainer.limit_{split}_batches", False, f"trainer.limit_{split}_batches=0.5"
+        )
+    workers = OmegaConf.select(cfg, "data.num_workers")
+    if workers is not None and (
+        not isinstance(workers, int) or isinstance(workers, bool) or workers < 0
+    ):
+        raise ConfigError(
+            f"data.num_workers={workers!r} must be an integer >= 0, or null to choose "
+            f"(0: batches made in the training process)."
+        )
     seed = OmegaConf.select(cfg, "seed")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"seed={seed!r} must be a non-negative integer (e.g. seed=0).")
+    # numpy's generators take seeds in [0, 2**32), and seed_everything seeds numpy
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**32) (e.g. seed=0).")
 
 
 def create(node: Any, **kwargs: Any) -> Any:

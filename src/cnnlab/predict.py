@@ -19,11 +19,18 @@ from cnnlab.photo import Framing, Prepared, prepare
 def open_image(path: str | Path) -> Image.Image:
     """Open any image file PIL reads; a clear error for anything else."""
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise CnnlabError(f"image={str(path)!r} is a folder; give one image file in it.")
     if not p.is_file():
         raise CnnlabError(f"image={str(path)!r} does not exist.")
     try:
         img = Image.open(p)
         img.load()
+    except Image.DecompressionBombError as e:  # a tiny file that would decode to gigabytes
+        raise CnnlabError(
+            f"{p} is refused: {e} A photo for a 28-32 px classifier needs far fewer pixels; "
+            f"resize it first."
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise CnnlabError(
             f"{p} is not an image that can be read ({type(e).__name__}: {e}). "

@@ -11,3 +11,28 @@ def peak_rss_mb(children: bool = False) -> float:
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
     peak = resource.getrusage(who).ru_maxrss
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)  # macOS: bytes
+
+
+# bytes per parameter while training with Adam: the weight, its gradient and two moments
+TRAINING_BYTES_PER_PARAM = 4 * 4
+
+
+def check_fits_in_memory(params: int, what: str) -> None:
+    """Refuse a model whose training state alone would not fit in the memory available now.
+
+    Called on a net built on the ``meta`` device (shapes, no storage), so a mistyped width
+    (``model.width=1e6``) is refused in a second instead of swapping the machine to death.
+    """
+    import psutil
+
+    from cnnlab.errors import ModelError
+
+    need = params * TRAINING_BYTES_PER_PARAM
+    available = psutil.virtual_memory().available
+    if need > available:
+        raise ModelError(
+            f"{what} has {params:,} parameters: training it needs about {need / 2**30:,.1f} GiB "
+            f"(weights, gradients and Adam's two moments, 16 bytes each) but "
+            f"{available / 2**30:,.1f} GiB is available. Choose a smaller model (model.width, "
+            f"model.depth, model.hidden...)."
+        )

@@ -19,11 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from cnnlab.callbacks import InterruptCheckpoint
 from cnnlab.checkpoint import RunInfo, build_datamodule, check_compatible, load_classifier
 from cnnlab.config import create, overrides, validate
-from cnnlab.errors import CheckpointError
+from cnnlab.errors import CheckpointError, ConfigError
 from cnnlab.lit import ImageClassifier
 from cnnlab.metrics import per_class_accuracy
 from cnnlab.models import check_forward, count_params, layer_table, model_title
@@ -38,7 +39,7 @@ from cnnlab.record import (
     run_lock,
     write_metrics,
 )
-from cnnlab.resources import peak_rss_mb
+from cnnlab.resources import check_fits_in_memory, peak_rss_mb
 from cnnlab.viz.figures import bar_figure, confusion_figure, save
 
 log = logging.getLogger("cnnlab")
@@ -79,8 +80,19 @@ def _plain(cfg: Any) -> Any:
 def build(cfg: DictConfig):
     """Instantiate data and model from the config; no data is read yet."""
     datamodule = create(cfg.data, _recursive_=False)
-    net = create(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes)
-    check_forward(net, datamodule.input_shape)  # a net that cannot take the data fails here
+    shape, classes = datamodule.input_shape, datamodule.num_classes
+    with torch.device("meta"):  # sizes first, storage later: a typo'd width must not fill the RAM
+        probe = create(cfg.model, input_shape=shape, num_classes=classes)
+        check_forward(probe, shape)  # a net that cannot take the data fails here, naming the layer
+    check_fits_in_memory(count_params(probe, trainable_only=False), _model_choice(cfg))
+    net = create(cfg.model, input_shape=shape, num_classes=classes)
+    check_forward(net, shape)  # sizes lazy layers for real
+    if datamodule.batch_size < 2 and any(isinstance(m, _BatchNorm) for m in net.modules()):
+        raise ConfigError(
+            f"data.batch_size={datamodule.batch_size} cannot train batch norm: a batch of one "
+            f"image has no variance to normalise by. Use data.batch_size=2 or more, or "
+            f"model.batch_norm=false."
+        )
     model = ImageClassifier(
         net,
         num_classes=datamodule.num_classes,
@@ -91,6 +103,12 @@ def build(cfg: DictConfig):
         compile=cfg.get("compile", False),
     )
     return datamodule, model
+
+
+def _model_choice(cfg: DictConfig) -> str:
+    """The model as the user chose it: model=NAME and its overrides (for messages)."""
+    chosen = [o for o in overrides() if o.lstrip("+~").startswith("model")]
+    return " ".join(chosen) or f"model {cfg.model.get('_target_', '?')}"
 
 
 def _callbacks(cfg: DictConfig) -> list[pl.Callback]:
