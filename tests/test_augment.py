@@ -97,7 +97,7 @@ def test_defaults_have_one_source_the_common_yaml():
     from cnnlab.config import CONFIG_DIR
     from cnnlab.data.aug_params import PARAMS
 
-    assert OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "aug" / "_common.yaml")) == PARAMS
+    assert OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "aug_common.yaml")) == PARAMS
     assert dict(compose_config("train", ["aug=none"]).aug) == {**PARAMS, "name": "none"}
 
 

@@ -285,3 +285,14 @@ def test_allow_list_comes_from_conf(tmp_path):
     (tmp_path / "model").mkdir()  # a user's own conf/model/mynet.yaml counts by itself
     (tmp_path / "model" / "mynet.yaml").write_text("_target_: mypkg.MyNet\nwidth: 2\n")
     assert allowed_targets("model", tmp_path) == {"mypkg.MyNet"}
+
+
+def test_the_allow_list_follows_each_configs_defaults_list():
+    from cnnlab.allowlist import allowed_targets
+
+    # conf/data/mnist.yaml sets no _target_ itself: it comes from /data_common via defaults
+    assert allowed_targets("data") == {
+        "cnnlab.data.ImageDataModule",
+        "cnnlab.data.FolderDataModule",
+    }
+    assert "cnnlab.models.resnet.ResNet" in allowed_targets("model")

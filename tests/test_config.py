@@ -81,7 +81,7 @@ def test_unknown_model_lists_the_options():
     [
         ("trainer.max_epochs=0", r"trainer.max_epochs=0 must be a positive integer"),
         ("optimizer.lr=0", r"optimizer.lr=0 must be a positive number"),
-        ("seed=-1", r"seed=-1 must be a non-negative integer"),
+        ("seed=-1", r"seed=-1 must be an integer in \[0, 2\*\*32\)"),
     ],
 )
 def test_bad_values_fail_before_any_work(override, match):
@@ -106,3 +106,20 @@ def test_values_a_component_owns_fail_when_it_is_built(override, match):
 
 def test_seed_zero_is_valid():
     validate(compose_config("train", ["seed=0"]))
+
+
+def test_help_lists_only_real_options():
+    import subprocess
+    import sys
+
+    from cnnlab.config import PROJECT_ROOT
+
+    from .conftest import subprocess_env
+
+    out = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "train.py"), "--help"],
+        capture_output=True, text=True, timeout=120, env=subprocess_env(),
+    ).stdout  # fmt: skip
+    assert "data: cifar10, fashion_mnist, folder, mnist, svhn" in out
+    assert "aug: cifar, light, none, strong" in out
+    assert "_common" not in out

@@ -29,16 +29,34 @@ _HYDRA_KEY = re.compile(r"^_\w*_$")
 
 
 def allowed_targets(group: str, config_dir: Path = CONFIG_DIR) -> set[str]:
-    """Every ``_target_`` a YAML file of ``conf/<group>/`` sets (read afresh: new files count)."""
+    """Every ``_target_`` a YAML file of ``conf/<group>/`` sets, itself or through the configs
+    its defaults list includes (read afresh: new files count)."""
     targets = set()
     for path in sorted((config_dir / group).glob("*.yaml")):
-        try:
-            node = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError):
-            continue
-        if isinstance(node, dict) and isinstance(node.get("_target_"), str):
-            targets.add(node["_target_"])
+        target = _target_of(path, config_dir)
+        if target is not None:
+            targets.add(target)
     return targets
+
+
+def _target_of(path: Path, config_dir: Path, depth: int = 0) -> str | None:
+    """The ``_target_`` a config file ends up with: its own, else its defaults' (the last wins)."""
+    try:
+        node = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(node, dict) or depth > 8:
+        return None
+    if isinstance(node.get("_target_"), str):
+        return node["_target_"]
+    found = None
+    for entry in node.get("defaults") or []:
+        if not isinstance(entry, str) or entry == "_self_":
+            continue  # overrides of other groups do not set this file's target
+        name = entry.split("@", 1)[0]  # "/data_common@_here_" -> "/data_common"
+        base = config_dir / name.lstrip("/") if name.startswith("/") else path.parent / name
+        found = _target_of(base.with_suffix(".yaml"), config_dir, depth + 1) or found
+    return found
 
 
 def check_stored(node: Any, group: str, where: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The ``aug.*`` keys: their defaults (read from ``conf/aug/_common.yaml``, the one place
+"""The ``aug.*`` keys: their defaults (read from ``conf/aug_common.yaml``, the one place
 they are written down) and their checks, shared by both augmentation paths."""
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ from cnnlab.errors import ConfigError
 log = logging.getLogger(__name__)
 
 # key -> default (every transform off); the YAML documents what each key does
-PARAMS: dict[str, float] = OmegaConf.to_container(
-    OmegaConf.load(CONFIG_DIR / "aug" / "_common.yaml")
-)
+PARAMS: dict[str, float] = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "aug_common.yaml"))
 PROBABILITIES = (
     "hflip",
     "affine_p",

@@ -1,6 +1,6 @@
 """Training-time augmentation with albumentations, built from flat ``aug.*`` keys.
 
-Every preset in ``conf/aug/`` sets the same flat keys (``conf/aug/_common.yaml`` lists them,
+Every preset in ``conf/aug/`` sets the same flat keys (``conf/aug_common.yaml`` lists them,
 all off), so any parameter can be changed from the command line: ``aug=light
 aug.rotate_limit=20``. Augmentation works on uint8 HWC images, before normalisation, and
 is applied to the training split only.
