@@ -260,3 +260,29 @@ def test_sweep_plot_legend_hides_no_bar_label(tmp_path):
     labels = [t for t in ax.texts if t.get_text()]
     assert sorted(t.get_text() for t in labels) == sorted(f"{a:.3f}" for a, _, _ in results)
     assert not any(t.get_window_extent(renderer).overlaps(legend) for t in labels)
+
+
+def test_a_killed_run_shows_as_stale_and_a_live_one_as_running():
+    import os
+    import socket
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a finished process: its PID is free now
+    host = socket.gethostname()
+    runs = [
+        Run(Path("killed"), {"status": "running", "pid": gone.pid, "host": host}),
+        Run(Path("live"), {"status": "running", "pid": os.getpid(), "host": host}),
+        Run(Path("elsewhere"), {"status": "running", "pid": gone.pid, "host": host + "-other"}),
+    ]
+    assert runs[0].status == f"stale: process {gone.pid} ended without a word (killed?)"
+    assert runs[1].status == "running" and runs[2].status == "running"
+
+
+def test_a_run_records_who_writes_it(tiny_mnist, tmp_path):
+    import os
+    import socket
+
+    args = ("data.val_size=100", "data.batch_size=100", "trainer.max_epochs=1", "logger=none")
+    metrics = train(make_cfg(tmp_path, tiny_mnist, *args))
+    assert metrics["pid"] == os.getpid() and metrics["host"] == socket.gethostname()

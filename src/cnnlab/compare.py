@@ -48,10 +48,25 @@ class Run:
     @property
     def status(self) -> str:
         status = self.metrics.get("status", "unknown")
+        if status == "running" and not _alive(self.metrics):
+            return f"stale: process {self.metrics['pid']} ended without a word (killed?)"
         if status == "failed" and self.metrics.get("error"):
             error = self.metrics["error"].strip().splitlines()[0]
             return f"failed: {error[:80]}{'...' if len(error) > 80 else ''}"
         return status
+
+
+def _alive(metrics: dict[str, Any]) -> bool:
+    """Whether the process that wrote a ``running`` record still runs (True when unknowable:
+    another host, or a record without a PID)."""
+    import socket
+
+    import psutil
+
+    pid = metrics.get("pid")
+    if not isinstance(pid, int) or metrics.get("host") != socket.gethostname():
+        return True
+    return psutil.pid_exists(pid)
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Run]:

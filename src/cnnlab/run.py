@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -185,6 +187,9 @@ def _train(cfg: DictConfig, output_dir: Path, start: float, key: str) -> dict[st
         "trainable_params": count_params(model.net),
         "overrides": overrides(),
         "config_hash": key,
+        # who writes it: a table can tell a live run from one killed before it could say so
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
     }
     if trainer.is_global_zero:  # claims the directory for this config, should the run crash
         write_metrics(output_dir, metrics)
