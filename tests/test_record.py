@@ -158,3 +158,27 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(mnist_dir, tmp_path):
     assert (run_dir / LOCK_FILE).read_text().split()[0] == str(dead.pid)
     metrics = train(make_cfg(tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=1"))
     assert metrics["status"] == "completed" and not (run_dir / LOCK_FILE).exists()
+
+
+def test_a_job_killed_before_testing_resumes_with_complete_metrics(mnist_dir, tmp_path):
+    import json
+
+    import torch
+
+    args = (*QUICK, "trainer.max_epochs=2", "logger=none")
+    first = train(make_cfg(tmp_path, mnist_dir, *args))
+    record = tmp_path / "run" / "metrics.json"
+    # what a job killed (SIGKILL) after its last epoch and before testing leaves behind:
+    # last.ckpt of the final epoch, and the record written at its start
+    started = {k: first[k] for k in ("model", "data", "seed", "trainable_params", "overrides",
+                                     "config_hash", "host")}  # fmt: skip
+    record.write_text(json.dumps({"status": "running", "pid": 2**22 + 7, **started}))
+    spent = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    spent = spent["cnnlab"]["elapsed_s"]
+    assert 0 < spent <= first["wall_time_s"]
+
+    resumed = train(make_cfg(tmp_path, mnist_dir, *args))
+    assert resumed["status"] == "completed" and resumed["epochs"] == 2
+    for key in ("val/acc", "val/loss", "val/acc_best", "best_epoch", "test/acc", "test/loss"):
+        assert resumed[key] == pytest.approx(first[key], abs=1e-6), key
+    assert resumed["wall_time_s"] > spent  # the sum of its parts, not the resumed part alone

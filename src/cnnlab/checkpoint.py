@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,22 @@ KEY = "cnnlab"
 class RunInfo(pl.Callback):
     """Adds the run config and data facts to every checkpoint under ``checkpoint['cnnlab']``."""
 
-    def __init__(self, config: dict[str, Any], input_shape, classes):
+    def __init__(
+        self,
+        config: dict[str, Any],
+        input_shape,
+        classes,
+        started: float | None = None,
+        earlier_s: float = 0.0,
+    ):
         self.info = {
             "config": config,
             "input_shape": list(input_shape),
             "classes": list(classes),
         }
+        # the run's wall time so far travels in its checkpoints, so a run resumed in another
+        # process reports the sum of its parts (``started``: this process's perf_counter start)
+        self.started, self.earlier_s = started, earlier_s
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         info = dict(self.info)
@@ -46,6 +57,8 @@ class RunInfo(pl.Callback):
             }
         framing = getattr(getattr(datamodule, "spec", None), "framing", None)
         info["framing"] = {"box": framing.box, "centre": framing.centre} if framing else None
+        if self.started is not None:
+            info["elapsed_s"] = round(self.earlier_s + time.perf_counter() - self.started, 2)
         checkpoint[KEY] = info
 
 
@@ -186,8 +199,9 @@ def load_classifier(path: str | Path):
     return model, info
 
 
-def check_compatible(path: str | Path, net: torch.nn.Module, data_name: str) -> None:
-    """Refuse to resume from a checkpoint of another model or dataset, before training starts."""
+def check_compatible(path: str | Path, net: torch.nn.Module, data_name: str) -> dict[str, Any]:
+    """Refuse to resume from a checkpoint of another model or dataset, before training starts;
+    return the checkpoint's run info."""
     ckpt = load_checkpoint(path)
     info = ckpt[KEY]
     then_data = info["config"]["data"]["name"]
@@ -200,3 +214,11 @@ def check_compatible(path: str | Path, net: torch.nn.Module, data_name: str) -> 
             f"run ({getattr(net, 'title', type(net).__name__)} on {data_name}). "
             f"Resume with the model= and data= of that run, or drop ckpt_path to start afresh."
         )
+    return info
+
+
+def elapsed_before(info: dict[str, Any]) -> float:
+    """The wall time a checkpoint's run had spent when it was saved (0 if unknown or invalid)."""
+    value = info.get("elapsed_s")
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if ok and 0 <= value < 1e9 else 0.0

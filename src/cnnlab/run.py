@@ -24,7 +24,13 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from cnnlab.callbacks import InterruptCheckpoint
-from cnnlab.checkpoint import RunInfo, build_datamodule, check_compatible, load_classifier
+from cnnlab.checkpoint import (
+    RunInfo,
+    build_datamodule,
+    check_compatible,
+    elapsed_before,
+    load_classifier,
+)
 from cnnlab.config import create, overrides, validate
 from cnnlab.errors import CheckpointError, ConfigError
 from cnnlab.lit import ImageClassifier
@@ -160,15 +166,18 @@ def _train(cfg: DictConfig, output_dir: Path, start: float, key: str) -> dict[st
     if rank_zero_only.rank == 0:
         (output_dir / "model_summary.txt").write_text(table + "\n")
         log.info("\n%s", table)
+    earlier = 0.0  # wall time already spent, when resuming
     if cfg.get("ckpt_path"):
-        check_compatible(cfg.ckpt_path, model.net, datamodule.spec.name)
+        earlier = elapsed_before(check_compatible(cfg.ckpt_path, model.net, datamodule.spec.name))
     datamodule.prepare_data()  # missing or corrupt data fails here, in seconds
 
     loggers = _loggers(cfg)
     callbacks = _callbacks(cfg)
     if not loggers:  # logger=none: a learning-rate monitor would have nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    callbacks.append(RunInfo(_plain(cfg), datamodule.input_shape, datamodule.classes))
+    callbacks.append(
+        RunInfo(_plain(cfg), datamodule.input_shape, datamodule.classes, start, earlier)
+    )
     callbacks.append(InterruptCheckpoint(str(checkpoint_dir(cfg))))
     trainer: pl.Trainer = create(
         cfg.trainer,
@@ -195,6 +204,11 @@ def _train(cfg: DictConfig, output_dir: Path, start: float, key: str) -> dict[st
         write_metrics(output_dir, metrics)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     fit_metrics = dict(trainer.callback_metrics)
+    if cfg.get("ckpt_path") and _scalar(fit_metrics, "val/acc") is None:
+        # resumed after its last epoch (killed before testing): fit had nothing left to do, so
+        # the final validation numbers are measured again on the restored weights
+        trainer.validate(model, datamodule=datamodule, verbose=False)
+        fit_metrics = dict(trainer.callback_metrics)
     metrics.update(
         {
             "val/acc": _scalar(fit_metrics, "val/acc"),
@@ -212,7 +226,7 @@ def _train(cfg: DictConfig, output_dir: Path, start: float, key: str) -> dict[st
         metrics["test/loss"] = _scalar(trainer.callback_metrics, "test/loss")
         metrics["tested_checkpoint"] = Path(best).name if best else "final weights"
     metrics["status"] = "completed"
-    metrics["wall_time_s"] = round(time.perf_counter() - start, 2)
+    metrics["wall_time_s"] = round(earlier + time.perf_counter() - start, 2)
     metrics["peak_rss_mb"] = peak_rss_mb()
     if trainer.is_global_zero:
         write_metrics(output_dir, metrics)  # the results are on disk from here on
