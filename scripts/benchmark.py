@@ -1,53 +1,81 @@
-"""Training throughput and memory, side by side: ``python scripts/benchmark.py`` (also ``make bench``).
+"""Speed and memory as users feel them: ``python scripts/benchmark.py`` (also ``make bench``).
 
-Measures, on the same net and data (Fashion-MNIST when installed, else synthetic data of the
-same shape), training images/s of a raw PyTorch loop, cnnlab's Trainer path, the same with
-aug=light, and the common torchvision per-sample pipeline; each run in a fresh process,
-the order rotated across repeats. Prints the ratios, time to first step and peak RSS.
+Three tables, each measured side by side in one invocation, variants alternating, medians:
+  1. a whole epoch of the real ``train.py`` command (its defaults: validation, diagnostics,
+     checkpoints, TensorBoard, progress bar) against a raw PyTorch loop and the per-sample
+     torchvision pipeline doing the same epoch, with each process's peak RSS;
+  2. start-up: a trivial run against the bare ``import torch, pytorch_lightning``;
+  3. training-step throughput (the inner loop alone), a secondary view.
+Fashion-MNIST when installed (offline through Debian), else synthetic data of the same shape.
 """
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from cnnlab.config import PROJECT_ROOT
-from cnnlab.data.specs import SPECS
-from cnnlab.dev.bench import MODELS, VARIANTS, report, run_benchmark
+from cnnlab.data.specs import get_spec
+from cnnlab.dev.bench import MODELS, VARIANTS, prepare_data, report, run_benchmark
+from cnnlab.dev.runs import (
+    measure_startup,
+    measure_whole_epochs,
+    startup_table,
+    whole_epoch_table,
+    whole_epoch_variants,
+)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--data", default="fashion_mnist", choices=list(SPECS))
-    parser.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / "data")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--steps", type=int, default=400, help="timed steps for LeNet-5 (VGG: a third)"
-    )
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=128)
+        "--epochs", type=int, nargs=2, default=(1, 3), metavar=("LO", "HI"),
+        help="whole epoch = (T(HI) - T(LO)) / (HI - LO) of the same command",
+    )  # fmt: skip
+    parser.add_argument("--workers", type=int, default=2, help="per-sample pipelines' workers")
+    parser.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / "data")
     parser.add_argument(
-        "--workers", type=int, default=2, help="DataLoader workers of the per-sample pipelines"
-    )
+        "--tables", nargs="+", default=["epoch", "startup", "steps"],
+        choices=["epoch", "startup", "steps"],
+    )  # fmt: skip
+    parser.add_argument("--steps", type=int, default=400, help="timed steps (table 3)")
     args = parser.parse_args()
-    steps = {"lenet": args.steps, "vgg11": max(20, args.steps // 3)}
-    print(
-        f"Benchmark: {args.models} x {args.variants}, batch {args.batch_size}, {args.repeats} repeats"
-    )
-    results = run_benchmark(
-        args.models,
-        args.variants,
-        args.data,
-        args.data_dir,
-        args.repeats,
-        steps,
-        args.warmup,
-        args.batch_size,
-        args.workers,
-    )
-    print()
-    print(report(results, args.data, args.workers))
+
+    data_dir, real = prepare_data("fashion_mnist", args.data_dir)
+    print(f"data: {'Fashion-MNIST' if real else 'synthetic Fashion-MNIST-shaped'} in {data_dir}")
+    folder = get_spec("fashion_mnist").target_dir(data_dir)
+    out = []
+    with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as scratch:
+        if "epoch" in args.tables:
+            lo, hi = args.epochs
+            print(f"\n1. Whole epochs: {lo} and {hi} epochs per variant, {args.repeats} repeats")
+            variants = whole_epoch_variants(
+                data_dir, folder, 5000, args.workers, ("train.py", "raw loop", "torchvision")
+            )
+            measure_whole_epochs(variants, lo, hi, args.repeats, Path(scratch))
+            out.append(
+                f"Whole epoch, LeNet-5 on Fashion-MNIST (55,000 train + 5,000 validation, "
+                f"batch 128), epoch = (T{hi} - T{lo}) / {hi - lo}:\n\n"
+                + whole_epoch_table(variants, lo, hi)
+            )
+        if "startup" in args.tables:
+            print(f"\n2. Start-up, {args.repeats} repeats")
+            startup = measure_startup(data_dir, args.repeats, Path(scratch))
+            out.append(
+                "Start-up (one batch of train, validation and test):\n\n" + startup_table(startup)
+            )
+    if "steps" in args.tables:
+        print(f"\n3. Training steps, {args.repeats} repeats")
+        steps = {"lenet": args.steps, "vgg11": max(20, args.steps // 3)}
+        results = run_benchmark(
+            list(MODELS), list(VARIANTS), "fashion_mnist", args.data_dir, args.repeats,
+            steps, 20, 128, args.workers,
+        )  # fmt: skip
+        out.append(
+            "Training steps only (secondary):\n\n" + report(results, "fashion_mnist", args.workers)
+        )
+    print("\n\n" + "\n\n".join(out))
     return 0
 
 

@@ -65,3 +65,50 @@ def test_report_gives_ratios_against_raw_and_against_cnnlab():
     assert "| 1,100 | 1.00 | 0.91 |" in rows["raw"]  # medians: cnnlab 1000 / raw 1100
     assert "| 500 | 0.45 | 2.00 |" in rows["torchvision"]
     assert "700 + 400/worker" in rows["torchvision"]
+
+
+def test_whole_epoch_runs_the_real_train_command_and_its_ratios_come_from_measured_times(
+    tmp_path, monkeypatch
+):
+    from cnnlab.data.specs import get_spec
+    from cnnlab.dev import runs
+
+    data = tmp_path / "data"
+    write_mnist_like(data, "fashion_mnist", n_train=1200, n_test=300)
+    variants = runs.whole_epoch_variants(
+        data, get_spec("fashion_mnist").target_dir(data), val=200, workers=0
+    )
+    commands, real = [], runs.run_timed
+    monkeypatch.setattr(runs, "run_timed", lambda cmd: commands.append(cmd) or real(cmd))
+    scratch = tmp_path / "scratch"
+    runs.measure_whole_epochs(variants, 1, 2, repeats=1, scratch=scratch, log=lambda *_: None)
+
+    # train.py itself, in processes of its own, with no callback or logger switched off
+    ours = [c for c in commands if c[1] == str(runs.PROJECT_ROOT / "train.py")]
+    assert len(ours) == 2 and all(c[0] == sys.executable for c in ours)
+    assert not any("callbacks" in arg or "logger" in arg for c in ours for arg in c)
+    records = [json.loads(p.read_text()) for p in scratch.glob("*/run/metrics.json")]
+    assert [r["epochs"] for r in sorted(records, key=lambda r: r["epochs"])] == [1, 2]
+    logged = {p.parents[1] for p in scratch.glob("*/run/tensorboard/events.out.tfevents.*")}
+    assert len(logged) == 2 and len(list(scratch.glob("*/run/checkpoints/last.ckpt"))) == 2
+    train, raw = variants
+    for r in records:  # the process wall time holds the run's own (and its imports)
+        assert train.walls[r["epochs"]][0] > r["wall_time_s"] > 0
+
+    table = runs.whole_epoch_table(variants, 1, 2)
+    raw_epoch = raw.walls[2][0] - raw.walls[1][0]
+    train_epoch = train.walls[2][0] - train.walls[1][0]
+    row = next(line for line in table.splitlines() if line.startswith("| raw loop |"))
+    assert f"| {raw_epoch:.2f} | {raw_epoch / train_epoch:.2f}x |" in row
+    assert f"| {train.rss[0] / raw.rss[0]:.2f}x |" in row
+    assert 300 < raw.rss[0] < train.rss[0]  # both imported torch; train.py holds more
+    assert 0.3 < raw.acc[0] <= 1 and 0.3 < train.acc[0] <= 1  # both really trained
+
+
+def test_startup_table_reports_what_the_runs_add_to_the_bare_imports():
+    from cnnlab.dev.runs import Startup, startup_table
+
+    table = startup_table(Startup([5.0, 6.0, 5.5], [7.0, 6.0, 6.5], [5.2, 5.9, 5.8]))
+    assert "| 5.50 | |" in table  # medians
+    assert "first training step | 5.80 | +0.30 |" in table
+    assert "whole command | 6.50 | +1.00 |" in table

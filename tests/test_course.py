@@ -12,7 +12,7 @@ import torch
 
 from cnnlab.config import PROJECT_ROOT
 from cnnlab.viz.activations import curves
-from cnnlab.viz.figures import plt
+from cnnlab.viz.figures import subplots
 from cnnlab.viz.kernels import COURSE_KERNELS, KERNELS, convolve, rgb_convolve, show_map, text_color
 
 DECK_6X6 = torch.tensor([[10, 10, 10, 0, 0, 0]] * 6)  # the decks' example: bright left half
@@ -44,22 +44,20 @@ def test_rgb_convolution_is_three_kernels_summed_plus_bias():
 
 def test_numbers_on_small_maps_are_readable_on_any_cell():
     assert text_color(0, 0, 255) == "white" and text_color(255, 0, 255) == "black"
-    fig, ax = plt.subplots()
+    fig, ax = subplots()
     show_map(ax, torch.tensor([[0.0, 255.0], [128.0, 30.0]]))
     colours = {t.get_text(): t.get_color() for t in ax.texts}
     assert colours == {"0": "white", "255": "black", "128": "black", "30": "white"}
-    plt.close(fig)
 
 
 @pytest.mark.parametrize("fmap", [torch.full((3, 3), 7.0), torch.tensor([[5.0]])])
 def test_a_constant_or_1x1_map_is_not_drawn_black(fmap):
-    fig, ax = plt.subplots()
+    fig, ax = subplots()
     show_map(ax, fmap)
     (image,) = ax.images
     r, g, b, _ = image.to_rgba(np.array([[float(fmap.flatten()[0])]]))[0, 0]
     assert 0.3 < r < 0.7 and r == g == b  # mid-grey
     assert [t.get_text() for t in ax.texts][0] in ("7", "5")
-    plt.close(fig)
 
 
 def test_activation_derivatives_match_their_formulas():

@@ -80,6 +80,43 @@ def test_cifar_label_outside_the_classes_names_the_batch(data_dir, monkeypatch):
         get_spec("cifar10").read(data_dir, train=True)
 
 
+def test_md5_is_checked_once_and_again_when_a_file_changes(tiny_cifar, monkeypatch):
+    from cnnlab.data import formats
+
+    hashed = []
+    real = formats.md5sum
+    monkeypatch.setattr(formats, "md5sum", lambda path: hashed.append(path.name) or real(path))
+    folder = tiny_cifar / "cifar-10-batches-py"
+    ensure_dataset("cifar10", tiny_cifar, mirrors=[], download=False)
+    assert len(hashed) == 7  # five training batches, the test batch, batches.meta
+    hashed.clear()
+    ensure_dataset("cifar10", tiny_cifar, mirrors=[], download=False)
+    assert hashed == []  # unchanged files: the cache by size and mtime answers
+
+    # the same size, other bytes, a new mtime: hashed again and refused
+    batch = folder / "data_batch_3"
+    data = bytearray(batch.read_bytes())
+    data[-20] ^= 0xFF
+    batch.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"data_batch_3 failed its integrity check"):
+        ensure_dataset("cifar10", tiny_cifar, mirrors=[], download=False)
+    assert hashed == ["data_batch_3"]
+
+
+def test_a_forged_or_broken_verification_cache_is_not_trusted(tiny_cifar):
+    from cnnlab.data.formats import VERIFIED_FILE
+
+    folder = tiny_cifar / "cifar-10-batches-py"
+    ensure_dataset("cifar10", tiny_cifar, mirrors=[], download=False)
+    batch = folder / "test_batch"
+    batch.write_bytes(batch.read_bytes()[:-10])  # truncated: another size than the cache's
+    with pytest.raises(DataError, match=r"test_batch failed its integrity check"):
+        ensure_dataset("cifar10", tiny_cifar, mirrors=[], download=False)
+    (folder / VERIFIED_FILE).write_text("[not, a, dict")
+    with pytest.raises(DataError, match=r"test_batch failed its integrity check"):
+        ensure_dataset("cifar10", tiny_cifar, mirrors=[], download=False)
+
+
 # ----------------------------------------------------------------------------- SVHN
 
 

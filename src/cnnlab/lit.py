@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from cnnlab.errors import TrainingDiverged
+from cnnlab.errors import ConfigError, TrainingDiverged
 from cnnlab.metrics import per_class_accuracy
 
 
@@ -34,10 +34,19 @@ class ImageClassifier(pl.LightningModule):
         class_names: Sequence[str] | None = None,
         channels_last: bool = False,
         compile: bool | str = False,
+        label_smoothing: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.net = net
+        if not (isinstance(label_smoothing, (int, float)) and 0 <= label_smoothing < 1):
+            raise ConfigError(
+                f"loss.label_smoothing={label_smoothing!r} must be in [0, 1): the share of each "
+                f"target spread over the other classes (0.1 is common, 0 is plain cross-entropy)."
+            )
+        # training targets are smoothed; validation and test report plain cross-entropy, so
+        # losses stay comparable between runs with and without smoothing
+        self.train_criterion = nn.CrossEntropyLoss(label_smoothing=float(label_smoothing))
         self.criterion = nn.CrossEntropyLoss()
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         # training loss sum, correct predictions, samples: three running sums instead of
@@ -65,14 +74,16 @@ class ImageClassifier(pl.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self._run(x)
 
-    def _shared_step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _shared_step(
+        self, batch, criterion: nn.Module | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, y = batch
         logits = self(x)
-        return self.criterion(logits, y), logits.argmax(dim=1), y
+        return (criterion or self.criterion)(logits, y), logits.argmax(dim=1), y
 
     # -- training ----------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, preds, y = self._shared_step(batch)
+        loss, preds, y = self._shared_step(batch, self.train_criterion)
         if not torch.isfinite(loss):
             raise self._diverged(loss)
         with torch.no_grad():

@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import resource
 import sys
+from pathlib import Path
 
 
 def peak_rss_mb(children: bool = False) -> float:
-    """Peak resident set size in MB (of the largest child process, with ``children``)."""
+    """Peak resident set size in MB (of the largest child process, with ``children``).
+
+    Linux's ru_maxrss of a process starts at its parent's RSS when it was forked (a run
+    started by a 1.5 GB pytest or sweep process would report 1.5 GB), so a process's own
+    peak is read from VmHWM, its memory's high-water mark since exec, where there is one.
+    """
+    if not children:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)  # kB
+        except OSError:
+            pass
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
     peak = resource.getrusage(who).ru_maxrss
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)  # macOS: bytes

@@ -34,7 +34,7 @@ _SWITCHED_BY = {
 }
 
 
-def aug_params(cfg: Mapping[str, Any]) -> dict[str, float]:
+def aug_params(cfg: Mapping[str, Any], warn: bool = True) -> dict[str, float]:
     """Every key with its value (defaults filled in); ConfigError for unknown or bad values.
 
     A strength set while its probability is 0 does nothing; that is almost always a
@@ -53,7 +53,7 @@ def aug_params(cfg: Mapping[str, Any]) -> dict[str, float]:
         if key in PROBABILITIES and value > 1:
             raise ConfigError(f"aug.{key}={value!r} is a probability: use a value in [0, 1].")
     for key, switch in _SWITCHED_BY.items():
-        if out[key] and not out[switch]:
+        if warn and out[key] and not out[switch]:
             log.warning(
                 "aug.%s=%s has no effect while aug.%s=0: set aug.%s (e.g. 0.8) to apply it.",
                 key,
@@ -62,3 +62,18 @@ def aug_params(cfg: Mapping[str, Any]) -> dict[str, float]:
                 switch,
             )
     return out
+
+
+def switched_on(p: Mapping[str, float]) -> set[str]:
+    """The transforms checked parameters turn on (a probability > 0 and a strength > 0)."""
+    on = {
+        "pad_crop": p["pad_crop"] > 0,
+        "hflip": p["hflip"] > 0,
+        "affine": p["affine_p"] > 0
+        and bool(p["shift_limit"] or p["scale_limit"] or p["rotate_limit"]),
+        "elastic": p["elastic_p"] > 0,
+        "grid_distortion": p["grid_distortion_p"] > 0,
+        "brightness_contrast": p["brightness_contrast_p"] > 0 and p["brightness_contrast"] > 0,
+        "cutout": p["cutout_p"] > 0 and p["cutout_holes"] >= 1,
+    }
+    return {name for name, is_on in on.items() if is_on}

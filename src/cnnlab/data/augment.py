@@ -21,7 +21,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from cnnlab.data.aug_params import aug_params
+from cnnlab.data.aug_params import aug_params, switched_on
 from cnnlab.data.specs import DatasetSpec
 
 
@@ -30,17 +30,18 @@ def build_augmentation(
 ) -> Augmentation | None:
     """The albumentations pipeline the ``aug`` config describes, or None if it does nothing."""
     p = aug_params(cfg)
+    on = switched_on(p)
     _, h, w = spec.shape
     steps: list[A.BasicTransform] = []
-    if p["pad_crop"] > 0:
+    if "pad_crop" in on:
         pad = int(p["pad_crop"])
         steps += [
             A.PadIfNeeded(h + 2 * pad, w + 2 * pad, border_mode=cv2.BORDER_CONSTANT, fill=0),
             A.RandomCrop(h, w),
         ]
-    if p["hflip"] > 0:
+    if "hflip" in on:
         steps.append(A.HorizontalFlip(p=p["hflip"]))
-    if p["affine_p"] > 0 and (p["shift_limit"] or p["scale_limit"] or p["rotate_limit"]):
+    if "affine" in on:
         s, z, r = p["shift_limit"], p["scale_limit"], p["rotate_limit"]
         steps.append(
             A.Affine(
@@ -52,16 +53,16 @@ def build_augmentation(
                 p=p["affine_p"],
             )
         )
-    if p["elastic_p"] > 0:
+    if "elastic" in on:
         steps.append(
             A.ElasticTransform(alpha=max(h, w) * 0.5, sigma=max(h, w) * 0.12, p=p["elastic_p"])
         )
-    if p["grid_distortion_p"] > 0:
+    if "grid_distortion" in on:
         steps.append(A.GridDistortion(num_steps=5, distort_limit=0.3, p=p["grid_distortion_p"]))
-    if p["brightness_contrast_p"] > 0 and p["brightness_contrast"] > 0:
+    if "brightness_contrast" in on:
         bc = p["brightness_contrast"]
         steps.append(A.RandomBrightnessContrast(bc, bc, p=p["brightness_contrast_p"]))
-    if p["cutout_p"] > 0 and p["cutout_holes"] >= 1:
+    if "cutout" in on:
         side = max(0.01, min(1.0, p["cutout_size"]))
         steps.append(
             A.CoarseDropout(

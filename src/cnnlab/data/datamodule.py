@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from cnnlab.data.aug_params import aug_params, switched_on
 from cnnlab.data.batch_augment import BatchAugmentation
 from cnnlab.data.memory import BatchIndexSampler, ResumableLoader, TensorImageDataset
 from cnnlab.data.sources import DEFAULT_MIRRORS, ensure_dataset
@@ -159,9 +160,9 @@ class ImageDataModule(pl.LightningDataModule):
         )
 
     def _build_transform(self):
-        if not self.aug:
-            return None
-        from cnnlab.data.augment import build_augmentation  # albumentations is slow to import
+        if not self.aug or not switched_on(aug_params(self.aug, warn=False)):
+            return None  # aug=none never imports albumentations (0.3 s at start-up)
+        from cnnlab.data.augment import build_augmentation
 
         return build_augmentation(self.aug, self.spec, self.seed)
 

@@ -150,7 +150,7 @@ def measure(
         cfg = _config(model, data, data_dir, out, [f"data.batch_size={batch_size}"])
         datamodule, classifier = _net_and_data(cfg)
         net = classifier.net
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=True)  # as conf/optimizer/adam.yaml
         loss_fn = torch.nn.CrossEntropyLoss()
         if variant == "raw":
             ds = datamodule.train_set

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
-from cnnlab.viz.figures import plt
+from cnnlab.viz.figures import subplots
 
 
 class Step(nn.Module):
@@ -37,10 +38,10 @@ def curves(x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     return out
 
 
-def activations_figure(lo: float = -4.0, hi: float = 4.0) -> plt.Figure:
+def activations_figure(lo: float = -4.0, hi: float = 4.0) -> Figure:
     x = torch.linspace(lo, hi, 801)
     data = curves(x)
-    fig, axes = plt.subplots(2, len(data), figsize=(2.6 * len(data), 5.2), sharex=True)
+    fig, axes = subplots(2, len(data), figsize=(2.6 * len(data), 5.2), sharex=True)
     for c, (name, (y, dy)) in enumerate(data.items()):
         for r, (values, label) in enumerate(((y, name), (dy, f"d/dx {name}"))):
             ax = axes[r, c]

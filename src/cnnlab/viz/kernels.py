@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
 from cnnlab.models.blocks import pool
 from cnnlab.models.summary import window_out
-from cnnlab.viz.figures import plt
+from cnnlab.viz.figures import subplots
 
 # The sign convention matters: a conv layer computes cross-correlation (the kernel slides over
 # the image unflipped), so [-1, 0, 1] answers a dark-to-bright edge (left to right) with a
@@ -106,12 +107,12 @@ def kernel_figure(
     stride: int = 1,
     padding: int = 0,
     pool_size: int = 2,
-) -> plt.Figure:
+) -> Figure:
     """Columns: each kernel; rows: the kernel, the conv output, ReLU, max pool, average pool."""
     kernels = kernels or KERNELS
     h, w = image.shape[-2:]
     cols = len(kernels) + 1
-    fig, axes = plt.subplots(5, cols, figsize=(1.55 * cols, 8.2))
+    fig, axes = subplots(5, cols, figsize=(1.55 * cols, 8.2))
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -156,10 +157,10 @@ def kernel_figure(
     return fig
 
 
-def pooling_figure(fmap: torch.Tensor, size: int = 2) -> plt.Figure:
+def pooling_figure(fmap: torch.Tensor, size: int = 2) -> Figure:
     """Max, average and min pooling of the same map, side by side, with values when small."""
     results = {kind: pooled(fmap, kind, size) for kind in ("max", "avg", "min")}
-    fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
+    fig, axes = subplots(1, 4, figsize=(12, 3.4))
     for ax, (title, img) in zip(
         axes,
         [("input", fmap), *((f"{k} pool {size}x{size}", v) for k, v in results.items())],
@@ -193,12 +194,12 @@ def rgb_convolve(
     return per_channel, out
 
 
-def rgb_figure(image: torch.Tensor, kernels, bias: float = 0.0) -> plt.Figure:
+def rgb_figure(image: torch.Tensor, kernels, bias: float = 0.0) -> Figure:
     """Rows R, G, B: the channel, its kernel, the channel's map; last column: sum + bias."""
     per_channel, out = rgb_convolve(image, kernels, bias)
     k = torch.as_tensor(kernels, dtype=torch.float32)
     k = k.expand(3, *k.shape[-2:]) if k.ndim == 2 else k
-    fig, axes = plt.subplots(3, 4, figsize=(10, 7.5))
+    fig, axes = subplots(3, 4, figsize=(10, 7.5))
     for i, name in enumerate(("red", "green", "blue")):
         show_map(axes[i, 0], image[i], cmap=f"{name.capitalize()}s")
         axes[i, 0].set_title(f"{name} channel", fontsize=9)

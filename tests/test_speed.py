@@ -1,0 +1,114 @@
+"""What makes a run start fast and epochs cheap, checked as behaviour: nothing a run does not
+need is imported, expensive figures are drawn at a bounded rate yet never missing at the
+end, parallel sweep jobs share the cores instead of fighting over them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cnnlab.data.synthetic import write_mnist_like
+from cnnlab.errors import ConfigError
+from cnnlab.run import build, cpu_threads, train
+
+from .conftest import QUICK, make_cfg, subprocess_env
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("data")
+    write_mnist_like(d, "mnist", n_train=600, n_test=200)
+    return d
+
+
+def test_a_run_without_augmentation_never_imports_albumentations_or_opencv(mnist_dir, tmp_path):
+    code = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+from tests.conftest import make_cfg, QUICK
+from cnnlab.run import train
+from pathlib import Path
+m = train(make_cfg(Path({str(tmp_path)!r}), Path({str(mnist_dir)!r}), *QUICK,
+                   "trainer.max_epochs=1"))
+print(m["status"], "albumentations" in sys.modules, "cv2" in sys.modules)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env()
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    # 0.3 s of start-up (pyplot comes with pytorch_lightning itself, through torchmetrics)
+    assert out.stdout.split()[-3:] == ["completed", "False", "False"]
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def _confusion_steps(run_dir: Path) -> list[int]:
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    acc.Reload()
+    return [e.step for e in acc.Images("val/confusion_matrix")]
+
+
+def test_the_validation_confusion_figure_is_drawn_every_n_epochs_and_for_the_last(
+    mnist_dir, tmp_path
+):
+    # 10 batches an epoch; stopped by max_steps after 2 of 7 epochs, off the every-2 rhythm
+    train(
+        make_cfg(
+            tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=7", "+trainer.max_steps=20",
+            "callbacks.diagnostics.every_n_epochs=2",
+        )
+    )  # fmt: skip
+    assert _confusion_steps(tmp_path / "run") == [10, 20]  # epoch 0, and the final epoch 1
+    counts = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    counts.Reload()
+    assert "val/confusion_counts/text_summary" in counts.Tags()["tensors"]
+
+
+def test_the_final_figure_is_not_drawn_twice(mnist_dir, tmp_path):
+    train(make_cfg(tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=2"))  # default every 5
+    assert _confusion_steps(tmp_path / "run") == [10, 20]
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "often"])
+def test_a_bad_figure_rate_is_refused(value, mnist_dir, tmp_path):
+    with pytest.raises(ConfigError, match=r"callbacks.diagnostics.every_n_epochs=.*>= 1"):
+        train(make_cfg(tmp_path, mnist_dir, f"callbacks.diagnostics.every_n_epochs={value}"))
+
+
+def test_parallel_sweep_jobs_get_a_fair_share_of_the_cores(monkeypatch, mnist_dir, tmp_path):
+    from hydra.core.hydra_config import HydraConfig
+
+    cfg = make_cfg(tmp_path, mnist_dir)
+    assert cpu_threads(cfg) is None  # a single run: torch's own default
+    cfg.threads = 3
+    assert cpu_threads(cfg) == 3
+    cfg.threads = None
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    for n_jobs, share in ((3, 2), (16, 1), (1, None)):  # 8 cores // n_jobs
+        launcher = OmegaConf.create({"launcher": {"n_jobs": n_jobs}})
+        monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+        monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda c=launcher: c))
+        assert cpu_threads(cfg) == share
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match=r"threads=0 must be a positive integer"):
+        train(make_cfg(tmp_path, mnist_dir, "threads=0"))
+
+
+def test_label_smoothing_smooths_training_targets_only(mnist_dir, tmp_path):
+    _, model = build(make_cfg(tmp_path, mnist_dir, "loss.label_smoothing=0.2"))
+    model.log = lambda *a, **k: None  # no trainer here
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    logp = model(x).log_softmax(1)
+    smoothed = -(0.8 * logp.gather(1, y[:, None]).squeeze(1) + 0.2 * logp.mean(1)).mean()
+    plain = -logp.gather(1, y[:, None]).mean()
+    assert model.training_step((x, y), 0).item() == pytest.approx(smoothed.item(), rel=1e-5)
+    model._eval_step((x, y), model.val_loss, model.val_confmat)
+    assert model.val_loss.compute().item() == pytest.approx(plain.item(), rel=1e-5)
+    with pytest.raises(ConfigError, match=r"loss.label_smoothing=1.0 must be in \[0, 1\)"):
+        build(make_cfg(tmp_path, mnist_dir, "loss.label_smoothing=1.0"))
