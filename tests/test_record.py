@@ -182,3 +182,51 @@ def test_a_job_killed_before_testing_resumes_with_complete_metrics(mnist_dir, tm
     for key in ("val/acc", "val/loss", "val/acc_best", "best_epoch", "test/acc", "test/loss"):
         assert resumed[key] == pytest.approx(first[key], abs=1e-6), key
     assert resumed["wall_time_s"] > spent  # the sum of its parts, not the resumed part alone
+
+
+def test_a_full_disk_keeps_the_last_good_checkpoint_and_the_same_command_resumes(
+    mnist_dir, tmp_path, monkeypatch, capsys
+):
+    import errno
+
+    import torch
+
+    from cnnlab.errors import DiskFull
+
+    real_save, saves = torch.save, []
+
+    def fills_the_disk(obj, f, *a, **k):  # from the third checkpoint on: half a file, ENOSPC
+        saves.append(Path(f))
+        if len(saves) >= 3:
+            Path(f).write_bytes(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    args = (*QUICK, "trainer.max_epochs=3", "logger=none")
+    monkeypatch.setattr(torch, "save", fills_the_disk)
+    with pytest.raises(DiskFull, match=r"^disk full: could not write .*\.ckpt \(\d+ MB free"):
+        train(make_cfg(tmp_path, mnist_dir, *args))
+    monkeypatch.setattr(torch, "save", real_save)
+    run = tmp_path / "run"
+    folder = run / "checkpoints"
+    # epoch 0 wrote best and last; epoch 1 failed on its first write: no .part left, and
+    # last.ckpt is whole (epoch 0), written under a temp name in its own folder
+    assert all(p.parent == folder and p.name.endswith(".part") for p in saves)
+    assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 0
+    record = _metrics(run)
+    assert record["status"] == "interrupted" and record["error"].startswith("DiskFull: disk full")
+
+    resumed = train(make_cfg(tmp_path, mnist_dir, *args))  # the same command, room again
+    assert resumed["status"] == "completed" and resumed["epochs"] == 3
+    assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]  # no -v1
+
+
+def test_last_ckpt_is_written_every_epoch_even_when_val_acc_does_not_improve(mnist_dir, tmp_path):
+    import torch
+
+    metrics = train(make_cfg(tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=3", "logger=none"))
+    folder = tmp_path / "run" / "checkpoints"
+    assert metrics["best_epoch"] < 2  # val/acc stopped improving before the last epoch
+    assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 2
+    assert torch.load(folder / "best.ckpt", weights_only=True)["epoch"] == metrics["best_epoch"]

@@ -96,6 +96,25 @@ class ResumableCheckpoint(callbacks.ModelCheckpoint):
         # Lightning's own key: checkpoints of either class resume with their state
         return f"ModelCheckpoint{kwargs!r}"
 
+    # Lightning 2.6 writes last.ckpt only in epochs that also wrote a top-k checkpoint: after
+    # an epoch that did not improve val/acc, last.ckpt would be older than the run, and a
+    # resumed run would train that epoch again. last.ckpt is the resume point: every epoch.
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._keep_last_current(trainer, at_train_epoch_end=True)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._keep_last_current(trainer, at_train_epoch_end=False)
+
+    def _keep_last_current(self, trainer: pl.Trainer, at_train_epoch_end: bool) -> None:
+        if (
+            self.save_last
+            and not self._should_skip_saving_checkpoint(trainer)  # nothing saved at this step
+            and self._should_save_on_train_epoch_end(trainer) == at_train_epoch_end
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._trainer = trainer  # its ckpt_path says which file is being resumed

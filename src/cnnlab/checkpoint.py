@@ -18,11 +18,23 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from cnnlab.allowlist import build_stored, check_stored
 from cnnlab.errors import CheckpointError
+from cnnlab.files import atomic_path
 
 KEY = "cnnlab"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic: the file is written under a temp name in its
+    own folder and renamed, so a crash or a full disk mid-write keeps the previous good
+    ``last.ckpt`` instead of leaving half of a new one under its name."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
 
 
 class RunInfo(pl.Callback):

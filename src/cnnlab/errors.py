@@ -28,3 +28,7 @@ class CheckpointError(CnnlabError):
 
 class TrainingDiverged(CnnlabError):
     """The loss became NaN or infinite."""
+
+
+class DiskFull(CnnlabError):
+    """A file could not be written for lack of space; the last good files are kept."""

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from cnnlab.errors import CheckpointError, CnnlabError
+from cnnlab.files import atomic_path
 
 log = logging.getLogger("cnnlab")
 
@@ -39,10 +40,9 @@ def write_metrics(
 ) -> Path:
     """Write metrics.json atomically: a reader never sees half a file."""
     path = Path(output_dir) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.part")
-    tmp.write_text(json.dumps(metrics, indent=2, default=_jsonable) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(metrics, indent=2, default=_jsonable) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
     return path
 
 
@@ -185,8 +185,11 @@ def set_aside(folder: Path, corrupt: tuple[Path, ...] = ()) -> list[Path]:
 
 
 # -- ends of a run --------------------------------------------------------------------------------
-def record_interrupt(output_dir: Path, last: Path, start: float) -> None:
-    """Mark the run resumable from ``last`` (unless it had already completed)."""
+def record_interrupt(
+    output_dir: Path, last: Path, start: float, error: BaseException | None = None
+) -> None:
+    """Mark the run resumable from ``last`` (unless it had already completed); ``error`` says
+    why it stopped when that was not the user (a full disk)."""
     previous = read_metrics(output_dir) or {}
     if previous.get("status") == "completed" or not last.is_file():
         return
@@ -197,8 +200,11 @@ def record_interrupt(output_dir: Path, last: Path, start: float) -> None:
             "status": "interrupted",
             "resume_from": str(last),
             "wall_time_s": round(time.perf_counter() - start, 2),
+            **({"error": f"{type(error).__name__}: {error}"} if error else {}),
         },
     )
+    if error:
+        return  # the error itself is the message
     log.warning(
         "Interrupted. A resumable checkpoint is at %s; continue with the same command plus "
         "ckpt_path=%s (a sweep re-run resumes it by itself).",

@@ -25,6 +25,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from cnnlab.callbacks import InterruptCheckpoint
 from cnnlab.checkpoint import (
+    AtomicCheckpointIO,
     RunInfo,
     build_datamodule,
     check_compatible,
@@ -32,7 +33,7 @@ from cnnlab.checkpoint import (
     load_classifier,
 )
 from cnnlab.config import create, overrides, validate
-from cnnlab.errors import CheckpointError, ConfigError
+from cnnlab.errors import CheckpointError, ConfigError, DiskFull
 from cnnlab.lit import ImageClassifier
 from cnnlab.metrics import per_class_accuracy
 from cnnlab.models import check_forward, count_params, layer_table, model_title
@@ -163,6 +164,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             if rank_zero_only.rank == 0:
                 record_interrupt(output_dir, checkpoint_dir(cfg) / "last.ckpt", start)
             raise
+        except DiskFull as e:  # not the run's fault: the same command resumes once there is room
+            last = checkpoint_dir(cfg) / "last.ckpt"
+            if rank_zero_only.rank == 0 and last.is_file():
+                record_interrupt(output_dir, last, start, e)
+            elif rank_zero_only.rank == 0:
+                record_failure(output_dir, key, e, start, overrides())
+            raise
         except Exception as e:  # nothing is left that looks like a result
             if rank_zero_only.rank == 0:
                 record_failure(output_dir, key, e, start, overrides())
@@ -204,6 +212,7 @@ def _train(cfg: DictConfig, output_dir: Path, start: float, key: str) -> dict[st
         # callbacks=none means none: no default checkpointing or progress bar behind the user's back
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
+        plugins=[AtomicCheckpointIO()],
     )
 
     metrics: dict[str, Any] = {

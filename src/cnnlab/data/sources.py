@@ -18,6 +18,7 @@ whole one.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import logging
 import os
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from cnnlab.data.specs import SPECS, DatasetSpec, get_spec
 from cnnlab.errors import DataError
+from cnnlab.files import disk_full
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,8 @@ def _install(spec: DatasetSpec, found: dict[str, Path], target: Path) -> None:
                 shutil.copyfile(src, tmp)
         except (OSError, EOFError, gzip.BadGzipFile) as e:
             tmp.unlink(missing_ok=True)
+            if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full(dst) from None
             raise DataError(
                 f"{src} could not be read ({e}): it is truncated or corrupt. "
                 f"Delete it and fetch it again."

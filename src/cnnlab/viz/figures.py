@@ -18,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
 
+from cnnlab.files import atomic_path
 from cnnlab.metrics import per_class_accuracy
 from cnnlab.models.blocks import ACTIVATIONS
 from cnnlab.models.summary import record
@@ -31,12 +32,9 @@ def subplots(rows: int = 1, cols: int = 1, figsize=None, **kw) -> tuple[Figure, 
 
 def save(fig: Figure, path: str | Path, dpi: int = 90) -> Path:
     """Write ``fig`` as a PNG, atomically (a temp name in the folder, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix[1:] or "png")
-    tmp.replace(path)
-    return path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=Path(path).suffix[1:] or "png")
+    return Path(path)
 
 
 def to_image(fig: Figure, dpi: int = 90) -> np.ndarray:
