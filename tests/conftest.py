@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from cnnlab.config import compose_config
 from cnnlab.data.sources import ensure_dataset
@@ -93,3 +95,32 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     src = str(Path(__file__).resolve().parents[1] / "src")
     path = os.environ.get("PYTHONPATH")
     return {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{path}" if path else src, **extra}
+
+
+# data=folder test images: three classes a small net tells apart
+FOLDER_CLASSES = ("circle", "cross", "stripes")
+
+
+def _draw(kind: str, rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+    w, h = size
+    img = rng.integers(0, 60, size=(h, w, 3), dtype=np.uint8)
+    if kind == "stripes":
+        img[::4] = (220, 40, 40)
+    elif kind == "cross":
+        img[h // 2 - 2 : h // 2 + 2] = (40, 220, 40)
+        img[:, w // 2 - 2 : w // 2 + 2] = (40, 220, 40)
+    else:
+        yy, xx = np.mgrid[:h, :w]
+        img[(yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (min(h, w) / 3) ** 2] = (40, 40, 220)
+    return img
+
+
+def write_folder(root, per_class=8, seed=0, sizes=((40, 30), (24, 24), (50, 64))):
+    """PNG files in class sub-folders, of several sizes (written here with PIL only)."""
+    rng = np.random.default_rng(seed)
+    for kind in FOLDER_CLASSES:
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            arr = _draw(kind, rng, sizes[i % len(sizes)])
+            Image.fromarray(arr).save(root / kind / f"{i}.png")
+    return root

@@ -27,6 +27,8 @@ TRAIN_CASES = [
     (["trainer.limit_train_batches=0"], r"trainer.limit_train_batches=0 must be a positive"),
     (["data.num_workers=-1"], r"data.num_workers=-1 must be an integer >= 0"),
     (["model.dropout=1.5"], r"model.dropout=1.5 is outside \[0, 1\)"),
+    (["data.fold=2"], r"data.fold=2 needs data.folds=K, the number of folds"),
+    (["data.folds=5", "data.fold=5"], r"data.fold=5 must be an integer in \[0, 5\)"),
 ]
 
 
