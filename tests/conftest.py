@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +90,16 @@ def fashion_dir(tmp_path_factory) -> Path:
     data_dir = tmp_path_factory.mktemp("fashion")
     ensure_dataset("fashion_mnist", data_dir, mirrors=[str(FASHION_MIRROR.parent)], download=False)
     return data_dir
+
+
+def one_line_error(proc: subprocess.CompletedProcess, pattern: str) -> None:
+    """A script refused bad input as cnnlab promises: exit 2, one line ``Error: ...`` matching
+    ``pattern`` on stderr, no traceback."""
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr[-2000:]
+    assert re.search(pattern, lines[0]), lines[0]
+    assert "Traceback" not in proc.stderr
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -27,7 +27,7 @@ from cnnlab.errors import ConfigError
 from cnnlab.lr_find import check_range, smooth
 from cnnlab.run import build
 
-from .conftest import QUICK, make_cfg, subprocess_env
+from .conftest import QUICK, make_cfg, one_line_error, subprocess_env
 
 MIN_LR, MAX_LR, STEPS = 1e-5, 1.0, 60
 OFFLINE = ["paths.dataset_mirrors=[]", "data.download=false", "trainer.accelerator=cpu"]
@@ -161,7 +161,5 @@ def test_a_bad_setting_gets_one_line_from_the_script(tmp_path):
         [sys.executable, SCRIPT, "steps=5", f"out_dir={tmp_path / 'out'}"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path, env=subprocess_env(),
     )  # fmt: skip
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
-    assert lines[0].startswith("Error: steps='5' must be an integer >= 20")
+    one_line_error(proc, r"^Error: steps='5' must be an integer >= 20")
     assert not (tmp_path / "out").exists()
