@@ -24,7 +24,7 @@ from cnnlab.data.formats import read_idx
 from cnnlab.data.specs import get_spec
 from cnnlab.data.synthetic import write_idx, write_mnist_like
 from cnnlab.errors import ConfigError
-from cnnlab.lr_find import check_range, smooth
+from cnnlab.lr_find import check_range, smooth, steepest_fall
 from cnnlab.run import build
 
 from .conftest import QUICK, make_cfg, one_line_error, subprocess_env
@@ -83,6 +83,7 @@ def test_prints_a_suggestion_inside_the_range_and_the_override(lr_run):
     ratios = np.diff(np.log(lrs))
     assert (ratios > 0).all() and np.allclose(ratios[1:], ratios[1])
     assert lrs[record["best"]] == lr and 10 <= record["best"] < len(lrs) - 1
+    assert record["smoothed"] == pytest.approx(smooth(record["losses"]), nan_ok=True)
 
 
 def test_writes_a_valid_png_and_changes_no_config_file(lr_run):
@@ -138,6 +139,19 @@ def test_smoothing_is_a_bias_corrected_moving_average():
         expected.append(avg / (1 - 0.9 ** (i + 1)))
     assert smooth([3.0, 1.0, 2.0, math.nan], beta=0.9)[:3] == pytest.approx(expected)
     assert math.isnan(smooth([3.0, math.nan])[1])
+
+
+def test_the_suggestion_is_the_steepest_fall_per_decade_not_a_wobble_at_tiny_rates():
+    lrs = np.logspace(-7, 0, 100).tolist()
+    loss = np.full(100, 2.3)
+    # noise of 1e-4 where the rates are tiny, and the steps between them tinier
+    loss[10:30] += np.random.default_rng(0).normal(0, 1e-4, 20)
+    loss[60:75] -= np.linspace(0, 0.6, 15)  # the real descent, 0.04 per step
+    loss[75:] = 1.7
+    assert 60 <= steepest_fall(lrs, loss.tolist()) < 75
+    loss[90:] = np.nan  # diverged: ignored
+    assert 60 <= steepest_fall(lrs, loss.tolist()) < 75
+    assert steepest_fall(lrs[:12], loss[:12].tolist()) is None  # too few points
 
 
 @pytest.mark.parametrize(
