@@ -98,6 +98,7 @@ def test_folds_and_seeds_group_and_failed_repeats_are_counted(tmp_path):
         ["data.folds=2", "data.fold=0", "seed=2"],
         status="failed",
         error="TrainingDiverged: the loss became nan",
+        epochs=None,
     )
     header, rows = table(find_runs([tmp_path]), [tmp_path])
     (row,) = rows  # one experiment: the common folder names it
@@ -107,6 +108,7 @@ def test_folds_and_seeds_group_and_failed_repeats_are_counted(tmp_path):
     assert (cells["test/acc"].mean, cells["test/acc"].std) == pytest.approx((mean, std))
     assert f"{cells['test/acc']:.4f}" == f"{mean:.4f} ± {std:.4f} (n=4)"  # 4 of the 5 ran
     assert cells["status"] == "4 completed, 1 failed: TrainingDiverged: the loss became nan"
+    assert cells["epochs"] == 3  # what every run that has a count shares
 
 
 def test_csv_puts_the_std_beside_the_mean(dropout_x_seeds, tmp_path):

@@ -100,15 +100,16 @@ class Group:
         return {k: v for k, v in self.runs[0].overrides.items() if k not in self.over}
 
     def value(self, key: str, always_stat: bool = False) -> Any:
-        """The column ``key`` of the group: a run's own value, the value all runs share, or a
-        ``Stat`` (always one for metrics: a metric that happens to agree is still measured)."""
+        """The column ``key`` of the group: a run's own value, the value all runs that have
+        one share, or a ``Stat`` (always for metrics: one that happens to agree is still a
+        measurement, with a std of 0)."""
         values = [run.metrics.get(key) for run in self.runs]
         if len(values) == 1:
             return values[0]
         numbers = [v for v in values if _number(v)]
         if not numbers:
             return None
-        if not always_stat and len(numbers) == len(values) and len(set(numbers)) == 1:
+        if not always_stat and len(set(numbers)) == 1:  # params, epochs: one value
             return numbers[0]
         std = statistics.stdev(numbers) if len(numbers) > 1 else None
         return Stat(statistics.fmean(numbers), std, len(numbers), len(values))
