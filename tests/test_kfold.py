@@ -6,6 +6,7 @@ classes of unequal sizes (an unstratified split would spread them unevenly).
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 import pytest
@@ -16,7 +17,7 @@ from cnnlab.data import FolderDataModule, ImageDataModule
 from cnnlab.data.splits import stratified_fold
 from cnnlab.errors import ConfigError
 
-from .conftest import FOLDER_CLASSES, write_folder
+from .conftest import FOLDER_CLASSES, tiny_run, write_folder
 
 # classes of 53, 24, 7, 101 and 15 images, shuffled: no fold can get an equal share by luck
 LABELS = torch.tensor([0] * 53 + [1] * 24 + [2] * 7 + [3] * 101 + [4] * 15)[
@@ -134,3 +135,13 @@ def test_the_sweep_presets_set_what_they_sweep():
     assert kfold.data.folds == 5 and kfold.data.fold == 3
     assert compose_config("train", ["sweep=kfold", "data.folds=10"]).data.folds == 10
     assert compose_config("train", []).data.folds is None  # off by default
+
+
+def test_a_fold_trains_end_to_end_on_the_resident_path(tmp_path, caplog):
+    # data.resident moves the fold's indices to the training device with the images
+    caplog.set_level(logging.INFO, logger="cnnlab.data.datamodule")
+    _, metrics = tiny_run(
+        tmp_path, "data.folds=3", "data.fold=2", "data.resident=true", "trainer.max_epochs=1"
+    )
+    assert metrics["status"] == "completed" and metrics["val/acc"] is not None
+    assert "400 train / 200 val (fold 2 of 3) / 200 test images" in caplog.text
