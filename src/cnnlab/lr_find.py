@@ -54,8 +54,7 @@ class _RangeTest(ImageClassifier):
         self.step_losses: list[float] = []
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
-        x, y = batch
-        loss = self.criterion(self(x), y)
+        loss, _, _ = self._shared_step(batch)
         finite = bool(torch.isfinite(loss))
         self.step_losses.append(loss.item() if finite else math.nan)
         if not finite:
@@ -110,6 +109,38 @@ def _positive(key: str, value: Any) -> float:
     return number
 
 
+def lr_find_figure(finding: LRFinding, title: str):
+    """Loss per batch and its moving average against the learning rate (log axis), the
+    suggestion marked."""
+    from matplotlib.figure import Figure  # no pyplot: nothing global to leak or close
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    lrs, best = finding.lrs, finding.best
+    ax.plot(lrs, finding.losses, color="C0", alpha=0.3, linewidth=1, label="loss per batch")
+    ax.plot(lrs, finding.smoothed, color="C0", label="moving average")
+    ax.set_xscale("log")
+    ax.axvline(lrs[best], color="C3", linestyle="--", linewidth=1)
+    ax.plot(
+        [lrs[best]],
+        [finding.smoothed[best]],
+        "o",
+        color="C3",
+        label=f"suggested: {finding.override}",
+    )
+    finite = [v for v in finding.smoothed if math.isfinite(v)]
+    if finite:  # the diverging tail must not squash the part worth reading
+        low, high = min(finite), min(max(finite), 1.5 * finite[0])
+        ax.set_ylim(max(0.0, low - 0.1 * (high - low)), high + 0.1 * (high - low) + 1e-9)
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def check_range(min_lr: Any, max_lr: Any, steps: Any) -> tuple[float, float, int]:
     """The range test's settings as numbers; ConfigError naming a bad one and the fix."""
     low, high = _positive("min_lr", min_lr), _positive("max_lr", max_lr)
@@ -129,7 +160,7 @@ def check_range(min_lr: Any, max_lr: Any, steps: Any) -> tuple[float, float, int
 def find_lr(cfg: DictConfig, min_lr: Any = 1e-7, max_lr: Any = 1.0, steps: Any = 100) -> LRFinding:
     """Run the range test on ``cfg``; write ``lr_find.png`` and ``lr_find.json`` into
     ``cfg.paths.output_dir`` and return the finding."""
-    from cnnlab.viz.figures import lr_find_figure, save  # matplotlib only when it runs
+    from cnnlab.viz.figures import save  # matplotlib only when it runs
 
     low, high, count = check_range(min_lr, max_lr, steps)
     validate(cfg)
@@ -184,7 +215,6 @@ def find_lr(cfg: DictConfig, min_lr: Any = 1e-7, max_lr: Any = 1.0, steps: Any =
         f"LR range test: {model_title(model.net)} on {datamodule.spec.title}, "
         f"batch {datamodule.batch_size}, {optimizer}"
     )
-    figure = lr_find_figure(finding.lrs, finding.losses, finding.smoothed, finding.best, title)
-    save(figure, output_dir / "lr_find.png")
+    save(lr_find_figure(finding, title), output_dir / "lr_find.png")
     (output_dir / "lr_find.json").write_text(json.dumps(asdict(finding), indent=2) + "\n")
     return finding

@@ -188,37 +188,3 @@ def bar_figure(labels: Sequence[str], values: Sequence[float], title: str) -> pl
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
-
-
-def lr_find_figure(
-    lrs: Sequence[float],
-    losses: Sequence[float],
-    smoothed: Sequence[float],
-    best: int,
-    title: str,
-) -> plt.Figure:
-    """The LR range test: loss per batch and its moving average against the learning rate
-    (log axis), the suggestion marked."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(lrs, losses, color="C0", alpha=0.3, linewidth=1, label="loss per batch")
-    ax.plot(lrs, smoothed, color="C0", label="moving average")
-    ax.set_xscale("log")
-    ax.axvline(lrs[best], color="C3", linestyle="--", linewidth=1)
-    ax.plot(
-        [lrs[best]],
-        [smoothed[best]],
-        "o",
-        color="C3",
-        label=f"suggested: optimizer.lr={lrs[best]:.3g}",
-    )
-    finite = [v for v in smoothed if np.isfinite(v)]
-    if finite:  # the diverging tail must not squash the part worth reading
-        low, high = min(finite), min(max(finite), 1.5 * finite[0])
-        ax.set_ylim(max(0.0, low - 0.1 * (high - low)), high + 0.1 * (high - low) + 1e-9)
-    ax.set_xlabel("learning rate (log scale)")
-    ax.set_ylabel("training loss")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
