@@ -1,7 +1,9 @@
 """Compare runs in one table: ``python scripts/compare_runs.py outputs/sweeps/dropout [PATH ...]``.
 
 PATHs are run directories, sweep directories or metrics.json files, searched recursively.
-Prints a Markdown table (one row per run; the overrides that differ, then the results).
+Prints a Markdown table (the overrides that differ, then the results). Runs that differ only
+in seed and/or data.fold (sweep=seeds, sweep=kfold) share one row: each metric as mean ± std
+(sample std) with the number of runs n; --per-run lists them one by one.
 """
 
 import argparse
@@ -20,18 +22,24 @@ def main(argv: list[str]) -> int:
         "--ascending", action="store_true", help="smallest first (e.g. for test/loss)"
     )
     parser.add_argument("--csv", type=Path, help="also write the table as CSV here")
-    parser.add_argument("--plot", type=Path, help="also write a bar chart (PNG) of --sort here")
+    parser.add_argument(
+        "--plot", type=Path, help="also write a bar chart (PNG) of --sort here, std as error bars"
+    )
+    parser.add_argument(
+        "--per-run", action="store_true", help="one row per run: do not group seeds and folds"
+    )
     args = parser.parse_args(argv)
     runs = find_runs(args.paths)
     if not runs:
         raise CnnlabError(f"No metrics.json under {', '.join(map(str, args.paths))}.")
-    header, rows = table(runs, args.paths, args.sort, not args.ascending)
+    group = not args.per_run
+    header, rows = table(runs, args.paths, args.sort, not args.ascending, group=group)
     print(to_markdown(header, rows))
     if args.csv:
-        full = table(runs, args.paths, args.sort, not args.ascending, with_path=True)
+        full = table(runs, args.paths, args.sort, not args.ascending, with_path=True, group=group)
         print(f"\nCSV: {to_csv(*full, args.csv)}")
     if args.plot:
-        print(f"Plot: {plot(runs, args.plot, args.sort)}")
+        print(f"Plot: {plot(runs, args.plot, args.sort, group=group)}")
     return 0
 
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from cnnlab.config import compose_config
 from cnnlab.data.sources import ensure_dataset
@@ -88,8 +92,47 @@ def fashion_dir(tmp_path_factory) -> Path:
     return data_dir
 
 
+def one_line_error(proc: subprocess.CompletedProcess, pattern: str) -> None:
+    """A script refused bad input as cnnlab promises: exit 2, one line ``Error: ...`` matching
+    ``pattern`` on stderr, no traceback."""
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr[-2000:]
+    assert re.search(pattern, lines[0]), lines[0]
+    assert "Traceback" not in proc.stderr
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment for a script run in a subprocess: this checkout's src/ comes first."""
     src = str(Path(__file__).resolve().parents[1] / "src")
     path = os.environ.get("PYTHONPATH")
     return {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{path}" if path else src, **extra}
+
+
+# data=folder test images: three classes a small net tells apart
+FOLDER_CLASSES = ("circle", "cross", "stripes")
+
+
+def _draw(kind: str, rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+    w, h = size
+    img = rng.integers(0, 60, size=(h, w, 3), dtype=np.uint8)
+    if kind == "stripes":
+        img[::4] = (220, 40, 40)
+    elif kind == "cross":
+        img[h // 2 - 2 : h // 2 + 2] = (40, 220, 40)
+        img[:, w // 2 - 2 : w // 2 + 2] = (40, 220, 40)
+    else:
+        yy, xx = np.mgrid[:h, :w]
+        img[(yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (min(h, w) / 3) ** 2] = (40, 40, 220)
+    return img
+
+
+def write_folder(root, per_class=8, seed=0, sizes=((40, 30), (24, 24), (50, 64))):
+    """PNG files in class sub-folders, of several sizes (written here with PIL only)."""
+    rng = np.random.default_rng(seed)
+    for kind in FOLDER_CLASSES:
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            arr = _draw(kind, rng, sizes[i % len(sizes)])
+            Image.fromarray(arr).save(root / kind / f"{i}.png")
+    return root

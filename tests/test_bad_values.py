@@ -16,7 +16,7 @@ import pytest
 
 from cnnlab.config import PROJECT_ROOT
 
-from .conftest import subprocess_env
+from .conftest import one_line_error, subprocess_env
 
 OFFLINE = ["paths.dataset_mirrors=[]", "data.download=false", "trainer.accelerator=cpu"]
 TRAIN_CASES = [
@@ -27,6 +27,8 @@ TRAIN_CASES = [
     (["trainer.limit_train_batches=0"], r"trainer.limit_train_batches=0 must be a positive"),
     (["data.num_workers=-1"], r"data.num_workers=-1 must be an integer >= 0"),
     (["model.dropout=1.5"], r"model.dropout=1.5 is outside \[0, 1\)"),
+    (["data.fold=2"], r"data.fold=2 needs data.folds=K, the number of folds"),
+    (["data.folds=5", "data.fold=5"], r"data.fold=5 must be an integer in \[0, 5\)"),
 ]
 
 
@@ -37,24 +39,14 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def _one_line(proc: subprocess.CompletedProcess, pattern: str) -> None:
-    import re
-
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr[-2000:]
-    assert re.search(pattern, lines[0]), lines[0]
-    assert "Traceback" not in proc.stderr
-
-
 @pytest.mark.parametrize("override,pattern", TRAIN_CASES, ids=[" ".join(c[0]) for c in TRAIN_CASES])
-def test_train_refuses_a_bad_value_in_one_line(override, pattern, tmp_path, tiny_mnist):
+def test_train_refuses_a_bad_value_inone_line_error(override, pattern, tmp_path, tiny_mnist):
     proc = _run(
         [str(PROJECT_ROOT / "train.py"), *override, *OFFLINE, f"paths.data_dir={tiny_mnist}",
          f"hydra.run.dir={tmp_path / 'run'}"],
         tmp_path,
     )  # fmt: skip
-    _one_line(proc, pattern)
+    one_line_error(proc, pattern)
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any training
 
 
@@ -84,13 +76,13 @@ def test_image_arguments_are_checked(tmp_path):
     tiny = tmp_path / "dot.png"
     Image.new("L", (1, 1)).save(tiny)
     kernels = str(PROJECT_ROOT / "scripts" / "kernels.py")
-    _one_line(_run([kernels, f"image={tiny}", f"out_dir={tmp_path}"], tmp_path),
+    one_line_error(_run([kernels, f"image={tiny}", f"out_dir={tmp_path}"], tmp_path),
               r"is 1x1 pixels; the 3x3 kernels need 3x3 or more")  # fmt: skip
-    _one_line(_run([kernels, f"image={tmp_path}", f"out_dir={tmp_path}"], tmp_path),
+    one_line_error(_run([kernels, f"image={tmp_path}", f"out_dir={tmp_path}"], tmp_path),
               r"is a folder; give one image file in it")  # fmt: skip
     bomb = _bomb(tmp_path / "bomb.png")
     assert bomb.stat().st_size < 2_000_000
-    _one_line(_run([kernels, f"image={bomb}", f"out_dir={tmp_path}"], tmp_path),
+    one_line_error(_run([kernels, f"image={bomb}", f"out_dir={tmp_path}"], tmp_path),
               r"bomb.png is refused: Image size \(400000000 pixels\) exceeds limit")  # fmt: skip
 
 

@@ -101,7 +101,14 @@ def _first_job(preset: str) -> list[str]:
     for key, values in params.items():
         text = str(values)
         bounds = re.search(r"interval\(([^,]+),", text)  # an Optuna range: its lower end
-        out.append(f"{key}={bounds.group(1).strip() if bounds else text.split(',')[0].strip()}")
+        span = re.fullmatch(r"range\((?:([^,]+),)?[^)]*\)", text.strip())  # range([start,] stop)
+        if bounds:
+            first = bounds.group(1)
+        elif span:
+            first = span.group(1) or "0"
+        else:
+            first = text.split(",")[0]
+        out.append(f"{key}={first.strip()}")
     return out
 
 

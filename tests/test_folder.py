@@ -19,34 +19,8 @@ from cnnlab.predict import input_normalization, predict
 from cnnlab.record import read_metrics
 from cnnlab.run import build, train
 
-from .conftest import make_cfg
-
-CLASSES = ("circle", "cross", "stripes")
-
-
-def _draw(kind: str, rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
-    w, h = size
-    img = rng.integers(0, 60, size=(h, w, 3), dtype=np.uint8)
-    if kind == "stripes":
-        img[::4] = (220, 40, 40)
-    elif kind == "cross":
-        img[h // 2 - 2 : h // 2 + 2] = (40, 220, 40)
-        img[:, w // 2 - 2 : w // 2 + 2] = (40, 220, 40)
-    else:
-        yy, xx = np.mgrid[:h, :w]
-        img[(yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (min(h, w) / 3) ** 2] = (40, 40, 220)
-    return img
-
-
-def write_folder(root, per_class=8, seed=0, sizes=((40, 30), (24, 24), (50, 64))):
-    """PNG files in class sub-folders, of several sizes (written here with PIL only)."""
-    rng = np.random.default_rng(seed)
-    for kind in CLASSES:
-        (root / kind).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            arr = _draw(kind, rng, sizes[i % len(sizes)])
-            Image.fromarray(arr).save(root / kind / f"{i}.png")
-    return root
+from .conftest import FOLDER_CLASSES as CLASSES
+from .conftest import make_cfg, write_folder
 
 
 def _dm(root, **kw):

@@ -129,8 +129,10 @@ def test_compare_script_prints_the_table(sweep):
 
 
 @pytest.mark.parametrize(
-    "preset", ["dropout", "batch_norm", "dropout_batch_norm", "aug", "arch", "lr_batch", "optuna"]
-)
+    "preset",
+    ["dropout", "batch_norm", "dropout_batch_norm", "aug", "arch", "lr_batch", "optuna", "kfold",
+     "seeds"],
+)  # fmt: skip
 def test_sweep_presets_compose(preset):
     cfg = compose_config("train", [f"sweep={preset}"])
     assert "model" in cfg and cfg.optimized_metric == "val/acc_best"

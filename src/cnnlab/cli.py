@@ -70,3 +70,16 @@ def parse_key_values(
         if not out[key].isdigit() or int(out[key]) < minimum:
             raise CnnlabError(f"{key}={out[key]!r} must be an integer >= {minimum}.")
     return out
+
+
+def split_key_values(argv: list[str], own: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """A script's own ``key=value`` arguments (``own``: their defaults) and the rest, in order
+    (train.py's overrides, for scripts that compose the train config)."""
+    values, rest = dict(own), []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in own:
+            values[key] = value
+        else:
+            rest.append(arg)
+    return values, rest

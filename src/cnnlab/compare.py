@@ -2,6 +2,8 @@
 
 Columns are the overrides that differ between the runs (what was changed), then the
 results. Runs from different sweeps compare too: an override a run did not set is blank.
+Runs that differ only in ``seed`` and/or ``data.fold`` are repeats of one experiment: they
+share a row that reports each metric as mean ± std and the number of runs, ``n``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import re
+import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +61,78 @@ class Run:
         return status
 
 
+# runs that differ only in these are repeats of one experiment (sweep=seeds, sweep=kfold)
+REPEAT_KEYS = ("seed", "data.fold")
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A column over a group of repeats: mean and sample standard deviation (n - 1) of the
+    ``n`` runs that have a value, out of ``of`` runs in the group."""
+
+    mean: float
+    std: float | None  # None for a single value
+    n: int
+    of: int
+
+    def __format__(self, spec: str) -> str:
+        text = format(self.mean, spec)
+        if self.std is not None:
+            text += f" ± {format(self.std, spec)}"
+        return text if self.n == self.of else f"{text} (n={self.n})"
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass
+class Group:
+    """Runs whose overrides are the same but for ``REPEAT_KEYS``: one row of the table."""
+
+    runs: list[Run]
+    over: tuple[str, ...] = REPEAT_KEYS
+
+    @property
+    def overrides(self) -> dict[str, str]:
+        if len(self.runs) == 1:  # a run on its own shows its seed or fold, as it always did
+            return self.runs[0].overrides
+        return {k: v for k, v in self.runs[0].overrides.items() if k not in self.over}
+
+    def value(self, key: str, always_stat: bool = False) -> Any:
+        """The column ``key`` of the group: a run's own value, the value all runs that have
+        one share, or a ``Stat`` (always for metrics: one that happens to agree is still a
+        measurement, with a std of 0)."""
+        values = [run.metrics.get(key) for run in self.runs]
+        if len(values) == 1:
+            return values[0]
+        numbers = [v for v in values if _number(v)]
+        if not numbers:
+            return None
+        if not always_stat and len(set(numbers)) == 1:  # params, epochs: one value
+            return numbers[0]
+        std = statistics.stdev(numbers) if len(numbers) > 1 else None
+        return Stat(statistics.fmean(numbers), std, len(numbers), len(values))
+
+    @property
+    def status(self) -> str:
+        counts: dict[str, int] = {}
+        for run in self.runs:
+            counts[run.status] = counts.get(run.status, 0) + 1
+        if len(counts) == 1:
+            return next(iter(counts))
+        return ", ".join(f"{n} {status}" for status, n in counts.items())
+
+
+def group_runs(runs: Sequence[Run], over: Sequence[str] = REPEAT_KEYS) -> list[Group]:
+    """Runs grouped by their overrides other than ``over``, in first-seen order."""
+    groups: dict[tuple, Group] = {}
+    for run in runs:
+        key = tuple(sorted((k, v) for k, v in run.overrides.items() if k not in over))
+        groups.setdefault(key, Group([], tuple(over))).runs.append(run)
+    return list(groups.values())
+
+
 def _alive(metrics: dict[str, Any]) -> bool:
     """Whether the process that wrote a ``running`` record still runs (True when unknowable:
     another host, or a record without a PID)."""
@@ -99,9 +176,10 @@ def swept_keys(runs: Sequence[Run]) -> list[str]:
     return [k for k in keys if len({run.overrides.get(k, "") for run in runs}) > 1]
 
 
-def _sort_key(run: Run, metric: str, descending: bool) -> tuple:
-    value = run.metrics.get(metric)
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
+def _sort_key(group: Group, metric: str, descending: bool) -> tuple:
+    value = group.value(metric)
+    value = value.mean if isinstance(value, Stat) else value
+    if not _number(value):
         return (1, 0.0)  # runs without the metric (failed, running) go last
     return (0, -value if descending else value)
 
@@ -117,29 +195,64 @@ def _name(run: Run, roots: Sequence[Path]) -> str:
     return str(run.path)
 
 
+def _group_name(group: Group, roots: Sequence[Path]) -> str:
+    """A group's runs' common folder, else the first run's name without its seed or fold."""
+    names = [_name(run, roots) for run in group.runs]
+    if len(names) == 1:
+        return names[0]
+    try:
+        common = os.path.commonpath(names)
+    except ValueError:  # absolute and relative names mixed
+        common = ""
+    if common:
+        return common
+    repeat = "|".join(map(re.escape, group.over))
+    return re.sub(rf"(^|,)({repeat})=[^,/]*", "", names[0]).strip(",") or names[0]
+
+
+def _groups(runs: Sequence[Run], group: bool) -> tuple[list[Group], bool]:
+    """The table's rows, and whether any of them stands for several runs."""
+    groups = group_runs(runs) if group else []
+    if any(len(g.runs) > 1 for g in groups):
+        return groups, True
+    return [Group([run]) for run in runs], False
+
+
+# (column, metrics.json key)
+_INFO_KEYS = (("params", "trainable_params"), ("epochs", "epochs"), ("wall_s", "wall_time_s"))
+
+
 def table(
     runs: Sequence[Run],
     roots: Sequence[Path] = (),
     sort: str = "test/acc",
     descending: bool = True,
     with_path: bool = False,
-) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the comparison table, best run first.
+    group: bool = True,
+) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows of the comparison table, best first.
 
+    With ``group``, runs that differ only in ``REPEAT_KEYS`` share a row with a column ``n``
+    and ``Stat`` (mean ± std) cells; when no two runs are repeats the table is one row per run.
     Cells hold values (numbers stay numbers, for CSV and for code); ``to_markdown`` formats.
     """
-    keys = swept_keys(runs)
+    groups, grouped = _groups(runs, group)
+    keys = swept_keys(groups)
     # the run's path is only needed when its swept values do not tell it apart
-    distinct = len({tuple(r.overrides.get(k, "") for k in keys) for r in runs}) == len(runs)
+    distinct = len({tuple(g.overrides.get(k, "") for k in keys) for g in groups}) == len(groups)
     named = not (keys and distinct) or with_path
-    header = [*(["run"] if named else []), *keys, *METRIC_COLUMNS, *INFO_COLUMNS]
+    header = [*(["run"] if named else []), *keys, *(["n"] if grouped else [])]
+    header += [*METRIC_COLUMNS, *INFO_COLUMNS]
     rows = []
-    for run in sorted(runs, key=lambda r: _sort_key(r, sort, descending)):
-        m = run.metrics
-        cells = [*([_name(run, roots)] if named else []), *(run.overrides.get(k, "") for k in keys)]
-        cells += [m.get(c) for c in METRIC_COLUMNS]
-        cells += [m.get("trainable_params"), m.get("epochs"), m.get("wall_time_s"), run.status]
-        rows.append(cells)
+    for g in sorted(groups, key=lambda g: _sort_key(g, sort, descending)):
+        cells = [
+            *([_group_name(g, roots)] if named else []),
+            *(g.overrides.get(k, "") for k in keys),
+        ]
+        cells += [len(g.runs)] if grouped else []
+        cells += [g.value(c, always_stat=True) for c in METRIC_COLUMNS]
+        cells += [g.value(key) for _, key in _INFO_KEYS]
+        rows.append([*cells, g.status])
     return header, rows
 
 
@@ -150,7 +263,7 @@ _FORMATS = {"params": ",", "wall_s": ".1f"}
 def _fmt(value: Any, spec: str = ".4f") -> str:
     if value is None:
         return ""
-    if isinstance(value, float) or (isinstance(value, int) and spec == ","):
+    if isinstance(value, (float, Stat)) or (isinstance(value, int) and spec == ","):
         return format(value, spec)
     return str(value)
 
@@ -167,55 +280,98 @@ def to_markdown(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def to_csv(header: Sequence[str], rows: Sequence[Sequence[Any]], path: str | Path) -> Path:
+    """The table as CSV; a column of means gets its standard deviations beside it (``... std``)."""
+    stats = [any(isinstance(row[i], Stat) for row in rows) for i in range(len(header))]
+
+    def cells(row: Sequence[Any]) -> list[Any]:
+        out: list[Any] = []
+        for value, split in zip(row, stats, strict=True):
+            if not split:
+                out.append(value)
+            elif isinstance(value, Stat):
+                out += [value.mean, value.std]
+            else:
+                out += [value, None]
+        return out
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
+        writer.writerow(
+            [
+                c
+                for h, split in zip(header, stats, strict=True)
+                for c in ([h, f"{h} std"] if split else [h])
+            ]
+        )
+        writer.writerows(map(cells, rows))
     return path
 
 
-def plot(runs: Sequence[Run], path: str | Path, metric: str = "test/acc") -> Path:
-    """A bar per run of ``metric``, labelled by its swept values, coloured by the first swept key."""
+def plot(
+    runs: Sequence[Run], path: str | Path, metric: str = "test/acc", group: bool = True
+) -> Path:
+    """A bar of ``metric`` per row of the table, labelled by its swept values, coloured by the
+    first swept key; a row of repeats is its mean with an error bar of one std."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = swept_keys(runs)
-    done = [r for r in runs if isinstance(r.metrics.get(metric), (int, float))]
+    groups, _ = _groups(runs, group)
+    keys = swept_keys(groups)
+    done = [g for g in groups if isinstance(g.value(metric), (int, float, Stat))]
     if not done:
         raise CnnlabError(f"No run has {metric}; nothing to plot.")
-    done.sort(key=lambda r: tuple(r.overrides.get(k, "") for k in keys))
+    done.sort(key=lambda g: tuple(g.overrides.get(k, "") for k in keys))
     labels = [
-        ", ".join(f"{k.split('.')[-1]}={r.overrides.get(k, '')}" for k in keys) or r.path.name
-        for r in done
+        ", ".join(f"{k.split('.')[-1]}={g.overrides.get(k, '')}" for k in keys)
+        or g.runs[0].path.name
+        for g in done
     ]
-    groups = [r.overrides.get(keys[0], "") if keys else "" for r in done]
-    palette = {g: f"C{i}" for i, g in enumerate(dict.fromkeys(groups))}
-    values = [r.metrics[metric] for r in done]
+    labels = [
+        f"{label} (n={len(g.runs)})" if len(g.runs) > 1 else label
+        for label, g in zip(labels, done, strict=True)
+    ]
+    colours = [g.overrides.get(keys[0], "") if keys else "" for g in done]
+    palette = {c: f"C{i}" for i, c in enumerate(dict.fromkeys(colours))}
+    stats = [g.value(metric) for g in done]
+    values = [v.mean if isinstance(v, Stat) else v for v in stats]
+    errors = [(v.std or 0.0) if isinstance(v, Stat) else 0.0 for v in stats]
     fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(done) + 2), 4))
-    bars = ax.bar(range(len(done)), values, color=[palette[g] for g in groups])
-    ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], fontsize=8)
+    ax.bar(
+        range(len(done)),
+        values,
+        yerr=errors if any(errors) else None,
+        capsize=4,
+        color=[palette[c] for c in colours],
+    )
+    for i, (v, e) in enumerate(zip(values, errors, strict=True)):  # above the error bar
+        ax.annotate(
+            f"{v:.3f}", (i, v + e), xytext=(0, 2), textcoords="offset points",
+            ha="center", va="bottom", fontsize=8,
+        )  # fmt: skip
     ax.set_xticks(range(len(done)), labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(metric)
-    low = min(values)
+    low = min(v - e for v, e in zip(values, errors, strict=True))
+    high = max(v + e for v, e in zip(values, errors, strict=True))
     ax.set_ylim(
-        max(0.0, low - (max(values) - low) - 0.02),
-        min(1.0, max(values) + 0.02) if max(values) <= 1 else None,
+        max(0.0, low - (high - low) - 0.02),
+        min(1.0, high + 0.02) if high <= 1 else None,
     )
     if keys and len(palette) > 1:  # beside the axes: inside, it can hide a bar's label
         handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in palette.values()]
         ax.legend(
             handles,
-            [f"{keys[0]}={g}" for g in palette],
+            [f"{keys[0]}={c}" for c in palette],
             fontsize=8,
             loc="upper left",
             bbox_to_anchor=(1.01, 1.0),
             borderaxespad=0,
         )
-    ax.set_title(f"{metric} per run")
+    repeats = any(len(g.runs) > 1 for g in done)
+    ax.set_title(f"{metric}: mean ± std over seeds/folds" if repeats else f"{metric} per run")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

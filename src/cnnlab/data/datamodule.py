@@ -17,29 +17,15 @@ from cnnlab.data.batch_augment import BatchAugmentation
 from cnnlab.data.memory import BatchIndexSampler, ResumableLoader, TensorImageDataset
 from cnnlab.data.sources import DEFAULT_MIRRORS, ensure_dataset
 from cnnlab.data.specs import DatasetSpec, get_spec, normalize
+from cnnlab.data.splits import check_folds, holdout, split_count, stratified_fold
 from cnnlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-def split_count(key: str, value: Any, n: int, what: str) -> int:
-    """``data.val_size``-style values: a count in [1, n), or a fraction in (0, 1) of ``n``."""
-    if isinstance(value, float) and 0 < value < 1:
-        count = max(1, round(value * n))
-    elif isinstance(value, int) and not isinstance(value, bool):
-        count = value
-    else:
-        count = 0
-    if not 1 <= count < n:
-        raise ConfigError(
-            f"{key}={value!r} must be a count in [1, {n}) or a fraction in (0, 1): "
-            f"{what} has {n} images and at least one must remain for training."
-        )
-    return count
-
-
 class ImageDataModule(pl.LightningDataModule):
-    """Official train/test split, a seeded validation split, per-dataset normalisation.
+    """Official train/test split, a seeded validation split (or fold ``fold`` of ``folds``
+    stratified folds), per-dataset normalisation.
 
     Batches leave the loaders as uint8 and are normalised on the device they train on,
     so the host never holds a float copy of the data.
@@ -53,6 +39,8 @@ class ImageDataModule(pl.LightningDataModule):
         eval_batch_size: int = 1000,
         val_size: int = 5000,
         split_seed: int = 0,
+        folds: int | None = None,
+        fold: int | None = None,
         seed: int = 0,
         num_workers: int | None = None,
         download: bool = True,
@@ -70,12 +58,14 @@ class ImageDataModule(pl.LightningDataModule):
         ):
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{key}={value!r} must be a positive integer (e.g. {key}=128).")
-        split_count(
-            "data.val_size", val_size, self.spec.train_size, f"{self.spec.title}'s training split"
-        )
+        what = f"{self.spec.title}'s training split"
+        check_folds(folds, fold, self.spec.train_size, what)
+        if folds is None:  # with folds, fold i is the validation split and val_size is unused
+            split_count("data.val_size", val_size, self.spec.train_size, what)
         self.data_dir = data_dir
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.split_seed, self.seed = val_size, split_seed, seed
+        self.folds, self.fold = folds, fold
         self.download, self.mirrors = download, tuple(mirrors)
         self.aug = dict(aug) if aug else {}
         self.transform = None  # set in setup(): albumentations pipeline for training
@@ -126,35 +116,38 @@ class ImageDataModule(pl.LightningDataModule):
         if self.train_set is not None:
             return
         train_x, train_y, test_x, test_y = self.read_splits()
-        n = len(train_x)
-        val_size = split_count(
-            "data.val_size", self.val_size, n, f"the training split in {self.data_dir}"
-        )
+        n, what = len(train_x), f"the training split in {self.data_dir}"
         # the validation split depends on split_seed only, never on the run's seed, so every
-        # run of a sweep is validated on the same images
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
+        # run of a sweep is validated on the same images (cnnlab.data.splits)
+        if self.folds is None:
+            val_size = split_count("data.val_size", self.val_size, n, what)
+            train_idx, val_idx = holdout(n, val_size, self.split_seed)
+        else:
+            check_folds(self.folds, self.fold, n, what)  # the files may hold fewer than the spec
+            train_idx, val_idx = stratified_fold(train_y, self.folds, self.fold, self.split_seed)
         if self.resident:
             device = (
                 self.trainer.strategy.root_device
                 if self.trainer is not None
                 else torch.device("cpu")
             )
-            train_x, train_y, test_x, test_y, perm = (
-                t.to(device) for t in (train_x, train_y, test_x, test_y, perm)
+            train_x, train_y, test_x, test_y, train_idx, val_idx = (
+                t.to(device) for t in (train_x, train_y, test_x, test_y, train_idx, val_idx)
             )
             self.batch_aug = (
                 BatchAugmentation.from_config(self.aug, self.seed) if self.aug else None
             )
         else:
             self.transform = self._build_transform()
-        self.train_set = TensorImageDataset(train_x, train_y, perm[val_size:], self.transform)
-        self.val_set = TensorImageDataset(train_x, train_y, perm[:val_size])
+        self.train_set = TensorImageDataset(train_x, train_y, train_idx, self.transform)
+        self.val_set = TensorImageDataset(train_x, train_y, val_idx)
         self.test_set = TensorImageDataset(test_x, test_y)
         log.info(
-            "%s: %d train / %d val / %d test images held in memory as uint8 (%.0f MB)",
+            "%s: %d train / %d val%s / %d test images held in memory as uint8 (%.0f MB)",
             self.spec.title,
             len(self.train_set),
             len(self.val_set),
+            "" if self.folds is None else f" (fold {self.fold} of {self.folds})",
             len(self.test_set),
             (train_x.numel() + test_x.numel()) / 1e6,
         )

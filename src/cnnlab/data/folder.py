@@ -28,9 +28,10 @@ from typing import Any
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cnnlab.data.datamodule import ImageDataModule, split_count
+from cnnlab.data.datamodule import ImageDataModule
 from cnnlab.data.images import image_to_uint8
 from cnnlab.data.specs import DatasetSpec
+from cnnlab.data.splits import holdout, split_count
 from cnnlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -265,12 +266,8 @@ class FolderDataModule(ImageDataModule):
             test_x, test_y = images[n:], labels[n:]
         else:
             # seeded by split_seed like the validation split, but from its own stream
-            g = torch.Generator().manual_seed(self.split_seed + 1_000_003)
-            perm = torch.randperm(len(train_x), generator=g)
-            test_idx, train_idx = (
-                perm[: self.n_test].sort().values,
-                perm[self.n_test :].sort().values,
-            )
+            kept, held = holdout(len(train_x), self.n_test, self.split_seed + 1_000_003)
+            train_idx, test_idx = kept.sort().values, held.sort().values
             test_x, test_y = train_x[test_idx], train_y[test_idx]
             train_x, train_y = train_x[train_idx], train_y[train_idx]
         # the statistics of the whole training split, as the built-in datasets' published

@@ -154,6 +154,12 @@ def _normalization(
     return (1.0 / (255.0 * s)).to(device), (-m / s).to(device)
 
 
+def normalization_constants(mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, -shift) of ``normalize``, (1, C, 1, 1) on the CPU: for a module to hold."""
+    scale, neg_shift = _normalization(tuple(map(float, mean)), tuple(map(float, std)), "cpu")
+    return scale.clone(), neg_shift.clone()  # the cached tensors stay untouched
+
+
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     """uint8 images (N, C, H, W) -> (x / 255 - mean) / std per channel, as float32 on x's device."""
     scale, neg_shift = _normalization(tuple(map(float, mean)), tuple(map(float, std)), x.device)

@@ -1,0 +1,168 @@
+"""compare_runs groups repeats (runs that differ only in seed and/or data.fold) into one row of
+mean ± std; checked against numpy's mean and sample std of hand-written metrics.json runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnlab.compare import Stat, find_runs, plot, table, to_csv, to_markdown
+from cnnlab.config import PROJECT_ROOT
+
+from .conftest import subprocess_env
+
+# test/acc of a dropout sweep crossed with 3 seeds (made up; not ordered by seed or dropout)
+ACC = {0.0: [0.881, 0.874, 0.879], 0.25: [0.889, 0.884, 0.892], 0.5: [0.861, 0.870, 0.858]}
+
+
+def write_run(folder: Path, overrides: list[str], **metrics) -> Path:
+    folder.mkdir(parents=True)
+    record = {"status": "completed", "trainable_params": 61706, "epochs": 3, "overrides": overrides}
+    (folder / "metrics.json").write_text(json.dumps({**record, **metrics}))
+    return folder
+
+
+@pytest.fixture
+def dropout_x_seeds(tmp_path) -> Path:
+    root = tmp_path / "sweep"
+    for d, accs in ACC.items():
+        for seed, acc in enumerate(accs):
+            write_run(
+                root / f"data=fashion_mnist,model.dropout={d},seed={seed}",
+                ["data=fashion_mnist", f"model.dropout={d}", f"seed={seed}"],
+                **{"test/acc": acc, "test/loss": 1 - acc, "val/acc": acc - 0.01},
+                wall_time_s=10.0 + seed,
+            )
+    return root
+
+
+def _expected(values):
+    return np.mean(values), np.std(values, ddof=1)  # the sample standard deviation
+
+
+def test_a_dropout_sweep_times_three_seeds_gives_one_row_per_dropout(dropout_x_seeds):
+    header, rows = table(find_runs([dropout_x_seeds]), [dropout_x_seeds])
+    assert header[:2] == ["model.dropout", "n"] and "seed" not in header
+    by_dropout = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    assert list(by_dropout) == ["0.25", "0.0", "0.5"]  # best mean test/acc first
+    for d, accs in ACC.items():
+        row = by_dropout[str(d)]
+        assert row["n"] == 3 and row["status"] == "completed"
+        for column, values in (("test/acc", accs), ("test/loss", [1 - a for a in accs])):
+            mean, std = _expected(values)
+            assert row[column].mean == pytest.approx(mean, abs=1e-12)
+            assert row[column].std == pytest.approx(std, abs=1e-12)
+        assert row["params"] == 61706 and row["epochs"] == 3  # the same in every run
+        assert row["wall_s"].mean == pytest.approx(11.0)  # differs: mean ± std
+        assert row["val/acc_best"] is None  # no run has it
+    mean, std = _expected(ACC[0.25])
+    line = to_markdown(header, rows).splitlines()[2]
+    assert line.startswith(
+        f"| 0.25 | 3 | {mean - 0.01:.4f} ± {std:.4f} |  | {mean:.4f} ± {std:.4f} |"
+    )
+    assert "| 61,706 | 3 | 11.0 ± 1.0 | completed |" in line
+
+
+def test_per_run_lists_every_run_with_its_seed(dropout_x_seeds):
+    header, rows = table(find_runs([dropout_x_seeds]), group=False)
+    assert header[:2] == ["model.dropout", "seed"] and "n" not in header and len(rows) == 9
+    assert rows[0][header.index("test/acc")] == max(max(a) for a in ACC.values())
+
+
+def test_runs_on_their_own_still_show_as_before(tmp_path):
+    for d in (0.0, 0.5):  # one run per setting: nothing to group
+        write_run(
+            tmp_path / str(d), [f"model.dropout={d}", f"seed={int(d * 10)}"], **{"test/acc": d}
+        )
+    header, rows = table(find_runs([tmp_path]))
+    assert header[:2] == ["model.dropout", "seed"] and "n" not in header
+    assert [r[header.index("test/acc")] for r in rows] == [0.5, 0.0]  # plain numbers
+
+
+def test_folds_and_seeds_group_and_failed_repeats_are_counted(tmp_path):
+    accs = {(0, 0): 0.80, (0, 1): 0.84, (1, 0): 0.83, (1, 1): 0.85}
+    for (seed, fold), acc in accs.items():
+        write_run(
+            tmp_path / "kfold" / f"{seed}-{fold}",
+            ["data.folds=2", f"data.fold={fold}", f"seed={seed}"],
+            **{"test/acc": acc},
+        )
+    write_run(
+        tmp_path / "kfold" / "2-0",
+        ["data.folds=2", "data.fold=0", "seed=2"],
+        status="failed",
+        error="TrainingDiverged: the loss became nan",
+        epochs=None,
+    )
+    header, rows = table(find_runs([tmp_path]), [tmp_path])
+    (row,) = rows  # one experiment: the common folder names it
+    cells = dict(zip(header, row, strict=True))
+    assert cells["run"] == "kfold" and cells["n"] == 5
+    mean, std = _expected(list(accs.values()))
+    assert (cells["test/acc"].mean, cells["test/acc"].std) == pytest.approx((mean, std))
+    assert f"{cells['test/acc']:.4f}" == f"{mean:.4f} ± {std:.4f} (n=4)"  # 4 of the 5 ran
+    assert cells["status"] == "4 completed, 1 failed: TrainingDiverged: the loss became nan"
+    assert cells["epochs"] == 3  # what every run that has a count shares
+
+
+def test_csv_puts_the_std_beside_the_mean(dropout_x_seeds, tmp_path):
+    header, rows = table(find_runs([dropout_x_seeds]))
+    with open(to_csv(header, rows, tmp_path / "t.csv")) as f:
+        written = {r["model.dropout"]: r for r in csv.DictReader(f)}
+    mean, std = _expected(ACC[0.5])
+    assert float(written["0.5"]["test/acc"]) == pytest.approx(mean)
+    assert float(written["0.5"]["test/acc std"]) == pytest.approx(std)
+    assert written["0.5"]["n"] == "3" and written["0.5"]["params"] == "61706"
+
+
+def test_plot_draws_means_with_std_error_bars(dropout_x_seeds, tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    from matplotlib.container import BarContainer
+
+    captured = {}
+    real_savefig = plt.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        captured["fig"] = fig
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(plt.Figure, "savefig", keep)
+    assert plot(find_runs([dropout_x_seeds]), tmp_path / "p.png").stat().st_size > 1000
+    (ax,) = captured["fig"].axes
+    (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
+    order = sorted(ACC)  # bars in order of the swept value
+    heights = [b.get_height() for b in bars]
+    assert heights == pytest.approx([np.mean(ACC[d]) for d in order])
+    segments = bars.errorbar.lines[2][0].get_segments()
+    for seg, d in zip(segments, order, strict=True):
+        mean, std = _expected(ACC[d])
+        assert (seg[0][1], seg[1][1]) == pytest.approx((mean - std, mean + std))
+    assert [t.get_text() for t in ax.get_xticklabels()] == [f"dropout={d} (n=3)" for d in order]
+
+
+def test_the_script_prints_mean_and_std(dropout_x_seeds):
+    script = str(PROJECT_ROOT / "scripts" / "compare_runs.py")
+    out = subprocess.run(
+        [sys.executable, script, str(dropout_x_seeds)],
+        capture_output=True, text=True, timeout=120, env=subprocess_env(),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("| model.dropout | n | val/acc |") and len(lines) == 5
+    mean, std = _expected(ACC[0.0])
+    assert "| 0.0 | 3 |" in lines[3] and f"{mean:.4f} ± {std:.4f}" in lines[3]
+    per_run = subprocess.run(
+        [sys.executable, script, str(dropout_x_seeds), "--per-run"],
+        capture_output=True, text=True, timeout=120, env=subprocess_env(),
+    )  # fmt: skip
+    assert len(per_run.stdout.splitlines()) == 11  # header, rule, 9 runs
+
+
+def test_stat_formats_a_lone_value_without_a_std():
+    assert f"{Stat(0.5, None, 1, 3):.2f}" == "0.50 (n=1)"

@@ -1,0 +1,108 @@
+"""``scripts/export.py``: a checkpoint as a TorchScript or ONNX file that carries its
+normalisation and class names and gives the checkpoint's probabilities on dataset images.
+
+The expected probabilities are computed here from the checkpoint's net and the normalisation
+written out by hand. The checkpoint's stored normalisation is changed first (to values no
+dataset spec has), so an export that took mean/std from anywhere else would be caught.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cnnlab.checkpoint import KEY, load_classifier
+from cnnlab.config import PROJECT_ROOT
+from cnnlab.data.specs import get_spec
+
+from .conftest import one_line_error, subprocess_env, tiny_run
+
+SCRIPT = str(PROJECT_ROOT / "scripts" / "export.py")
+MEAN, STD = (0.25,), (0.4,)  # what the test writes into the checkpoint (MNIST's: 0.1307, 0.3081)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A trained LeNet-5 checkpoint with a changed stored normalisation, and test images."""
+    tmp = tmp_path_factory.mktemp("export")
+    cfg, _ = tiny_run(tmp, "trainer.max_epochs=1", "logger=none")
+    ckpt = torch.load(tmp / "run" / "checkpoints" / "best.ckpt", weights_only=True)
+    ckpt[KEY]["normalization"] = {"mean": list(MEAN), "std": list(STD)}
+    path = tmp / "run" / "checkpoints" / "renormalised.ckpt"
+    torch.save(ckpt, path)
+    images, _ = get_spec("mnist").read(tmp / "data", train=False)
+    return path, images[:16]
+
+
+def _expected(path, images, mean=MEAN, std=STD):
+    model, info = load_classifier(path)
+    x = (images.double() / 255 - mean[0]) / std[0]  # by hand: one channel
+    with torch.no_grad():
+        return model.net(x.float()).softmax(dim=1).double(), info
+
+
+def _export(*args: str, cwd=None):
+    return subprocess.run(
+        [sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=300,
+        cwd=cwd, env=subprocess_env(),
+    )  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+def test_torchscript_gives_the_checkpoints_probabilities(checkpoint):
+    path, images = checkpoint
+    expected, info = _expected(path, images)
+    proc = _export(f"ckpt_path={path}", "format=torchscript")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exported = path.parent.parent / "export" / "renormalised.pt"  # the default place
+    extra = {"cnnlab.json": ""}
+    module = torch.jit.load(str(exported), _extra_files=extra)
+    with torch.no_grad():
+        probs = module(images).double()  # uint8 straight from the dataset
+    torch.testing.assert_close(probs, expected, atol=1e-4, rtol=0)
+    # the check can fail: the spec's normalisation gives other probabilities
+    spec_probs, _ = _expected(path, images, get_spec("mnist").mean, get_spec("mnist").std)
+    assert (spec_probs - expected).abs().max() > 1e-3
+    assert list(module.classes) == info["classes"]
+    meta = json.loads(extra["cnnlab.json"])
+    assert meta["classes"] == info["classes"] and meta["input_shape"] == [1, 28, 28]
+    assert meta["mean"] == pytest.approx(MEAN) and meta["std"] == pytest.approx(STD)
+    assert "uint8" in meta["input"] and "probabilities" in meta["output"]
+
+
+def test_onnx_gives_the_checkpoints_probabilities(checkpoint, tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+    for package in ("onnx", "onnxscript"):
+        pytest.importorskip(package, reason="the export extra is not installed")
+    path, images = checkpoint
+    expected, info = _expected(path, images)
+    proc = _export(f"ckpt_path={path}", "format=onnx", f"out={tmp_path / 'model.onnx'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"))
+    (inp,) = session.get_inputs()
+    assert inp.type == "tensor(uint8)"
+    (probs,) = session.run(None, {inp.name: images.numpy()})  # a batch of 16: dynamic
+    torch.testing.assert_close(torch.from_numpy(probs).double(), expected, atol=1e-4, rtol=0)
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["classes"]) == info["classes"]
+    assert json.loads(meta["mean"]) == pytest.approx(MEAN)
+    assert json.loads(meta["std"]) == pytest.approx(STD)
+
+
+@pytest.mark.parametrize(
+    "args,pattern",
+    [
+        (["ckpt_path=missing.ckpt", "format=onnx"], r"ckpt_path='missing.ckpt' does not exist"),
+        (["ckpt_path={ckpt}", "format=tflite"], r"format='tflite' is not one of torchscript, onnx"),
+        (["format=onnx"], r"Missing ckpt_path=\.\.\."),
+    ],
+)
+def test_bad_input_gets_one_line(args, pattern, checkpoint, tmp_path):
+    path, _ = checkpoint
+    proc = _export(*(a.format(ckpt=path) for a in args), cwd=tmp_path)
+    one_line_error(proc, pattern)
+    assert not list(tmp_path.iterdir())  # nothing written
