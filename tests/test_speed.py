@@ -112,3 +112,25 @@ def test_label_smoothing_smooths_training_targets_only(mnist_dir, tmp_path):
     assert model.val_loss.compute().item() == pytest.approx(plain.item(), rel=1e-5)
     with pytest.raises(ConfigError, match=r"loss.label_smoothing=1.0 must be in \[0, 1\)"):
         build(make_cfg(tmp_path, mnist_dir, "loss.label_smoothing=1.0"))
+
+
+def test_the_training_loss_is_logged_only_at_the_steps_the_logger_writes(
+    mnist_dir, tmp_path, monkeypatch
+):
+    from cnnlab.lit import ImageClassifier
+
+    calls, real = [], ImageClassifier.log
+
+    def counting(self, *args, **kwargs):
+        calls.append(args[0] if args else kwargs["name"])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ImageClassifier, "log", counting)
+    train(
+        make_cfg(tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=2", "trainer.log_every_n_steps=3")
+    )
+    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    acc.Reload()
+    written = [e.step for e in acc.Scalars("train/loss")]
+    assert written == [s for s in range(20) if (s + 1) % 3 == 0]  # 10 batches x 2 epochs
+    assert calls.count("train/loss") == len(written)  # not one self.log per step (1 ms each)
