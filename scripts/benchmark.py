@@ -5,7 +5,8 @@ Three tables, each measured side by side in one invocation, variants alternating
      checkpoints, TensorBoard, progress bar) against a raw PyTorch loop and the per-sample
      torchvision pipeline doing the same epoch, with each process's peak RSS;
   2. start-up: a trivial run against the bare ``import torch, pytorch_lightning``;
-  3. training-step throughput (the inner loop alone), a secondary view.
+  3. training-step throughput (the inner loop alone), a secondary view;
+and, with ``--tables cost``, how whole-run time grows with epochs, data, model and sweeps.
 Fashion-MNIST when installed (offline through Debian), else synthetic data of the same shape.
 """
 
@@ -15,9 +16,11 @@ import tempfile
 from pathlib import Path
 
 from cnnlab.config import PROJECT_ROOT
-from cnnlab.data.specs import get_spec
+from cnnlab.data.specs import SPECS, get_spec
 from cnnlab.dev.bench import MODELS, VARIANTS, prepare_data, report, run_benchmark
 from cnnlab.dev.runs import (
+    cost_table,
+    measure_costs,
     measure_startup,
     measure_whole_epochs,
     startup_table,
@@ -37,9 +40,12 @@ def main() -> int:
     parser.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / "data")
     parser.add_argument(
         "--tables", nargs="+", default=["epoch", "startup", "steps"],
-        choices=["epoch", "startup", "steps"],
+        choices=["epoch", "startup", "steps", "cost"],
     )  # fmt: skip
     parser.add_argument("--steps", type=int, default=400, help="timed steps (table 3)")
+    parser.add_argument("--data", default="fashion_mnist", choices=list(SPECS), help="table 3")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = parser.parse_args()
 
     data_dir, real = prepare_data("fashion_mnist", args.data_dir)
@@ -65,16 +71,20 @@ def main() -> int:
             out.append(
                 "Start-up (one batch of train, validation and test):\n\n" + startup_table(startup)
             )
+        if "cost" in args.tables:
+            print("\n4. Whole-run cost, one run per row")
+            cifar_dir, _ = prepare_data("cifar10", args.data_dir)
+            rows = measure_costs(data_dir, cifar_dir, Path(scratch))
+            out.append("Whole-run time against work (one run each):\n\n" + cost_table(rows))
     if "steps" in args.tables:
         print(f"\n3. Training steps, {args.repeats} repeats")
         steps = {"lenet": args.steps, "vgg11": max(20, args.steps // 3)}
         results = run_benchmark(
-            list(MODELS), list(VARIANTS), "fashion_mnist", args.data_dir, args.repeats,
+            args.models, args.variants, args.data, args.data_dir, args.repeats,
             steps, 20, 128, args.workers,
         )  # fmt: skip
-        out.append(
-            "Training steps only (secondary):\n\n" + report(results, "fashion_mnist", args.workers)
-        )
+        table = report(results, args.data, args.workers)
+        out.append("Training steps only (secondary):\n\n" + table)
     print("\n\n" + "\n\n".join(out))
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +113,16 @@ def test_startup_table_reports_what_the_runs_add_to_the_bare_imports():
     assert "| 5.50 | |" in table  # medians
     assert "first training step | 5.80 | +0.30 |" in table
     assert "whole command | 6.50 | +1.00 |" in table
+
+
+def test_the_cost_rows_run_the_model_and_data_they_name():
+    from cnnlab.dev.runs import COSTS, train_cmd
+
+    for axis, _, extra in COSTS:
+        cmd = train_cmd(Path("d"), Path("r"), "trainer.max_epochs=1", *extra)
+        groups = [a.split("=")[0] for a in cmd if a.split("=")[0] in ("model", "data")]
+        assert sorted(groups) == ["data", "model"], (axis, cmd)  # each chosen exactly once
+        if "data=cifar10" in extra:
+            assert "data=cifar10" in cmd and "data=fashion_mnist" not in cmd
+        if "-m" in extra:
+            assert cmd[2] == "-m"  # a flag before the overrides, or argparse refuses them

@@ -37,6 +37,7 @@ from cnnlab.config import PROJECT_ROOT
 
 PYTHON = sys.executable
 BARE_IMPORTS = "import torch, pytorch_lightning"
+DEFAULTS = {"model": "lenet", "data": "fashion_mnist"}
 
 
 @dataclass
@@ -82,15 +83,18 @@ def run_timed(cmd: list[str], cwd: Path = PROJECT_ROOT) -> Timed:
 
 
 def train_cmd(data_dir: Path, run_dir: Path, *overrides: str) -> list[str]:
-    """The real command: train.py with its defaults, on Fashion-MNIST in ``data_dir``."""
+    """The real command: train.py with its defaults, LeNet-5 on Fashion-MNIST in ``data_dir``
+    unless ``overrides`` choose another model or dataset."""
+    chosen = {o.split("=")[0] for o in overrides}
+    flags = [o for o in overrides if o.startswith("-")]  # -m: before the overrides
     return [
         PYTHON,
         str(PROJECT_ROOT / "train.py"),
-        "model=lenet",
-        "data=fashion_mnist",
+        *flags,
+        *(f"{group}={name}" for group, name in DEFAULTS.items() if group not in chosen),
         f"paths.data_dir={data_dir}",
         f"hydra.run.dir={run_dir}",
-        *overrides,
+        *(o for o in overrides if not o.startswith("-")),
     ]
 
 
