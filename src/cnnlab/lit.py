@@ -77,9 +77,11 @@ class ImageClassifier(pl.LightningModule):
     def _shared_step(
         self, batch, criterion: nn.Module | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x, y = batch
+        # a mixup/cutmix training batch is (x, soft targets, original labels): the loss reads
+        # the soft targets, accuracy the original labels
+        x, target, y = batch if len(batch) == 3 else (*batch, batch[1])
         logits = self(x)
-        return (criterion or self.criterion)(logits, y), logits.argmax(dim=1), y
+        return (criterion or self.criterion)(logits, target), logits.argmax(dim=1), y
 
     # -- training ----------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:

@@ -1,0 +1,118 @@
+"""The standard regularisers as switches (issue 13, section 4): each does what it says,
+checked against values computed here independently, and each is off by default."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cnnlab.data.batch_augment import BatchMix
+from cnnlab.errors import ConfigError
+
+from .conftest import make_cfg, tiny_run
+
+
+# -- mixup / cutmix ------------------------------------------------------------------------
+def _batch(n=16, classes=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 8, 8, generator=g)
+    y = torch.arange(n) % classes  # neighbours always differ: the mix is visible in the targets
+    return x, y
+
+
+def test_mixup_is_a_convex_mix_with_one_seeded_share_and_targets_summing_to_one():
+    x, y = _batch()
+    mix = BatchMix(mixup_alpha=0.4, cutmix_alpha=0.0, num_classes=10, seed=7)
+    mixed, target = mix(x, y, key=(0, 3, 0))
+    assert torch.allclose(target.sum(1), torch.ones(len(y)))
+    lam = target[torch.arange(len(y)), y]  # the share of each image's own class
+    assert torch.allclose(lam, lam[0].expand_as(lam)) and 0 < lam[0] < 1  # one share per batch
+    assert torch.allclose(target[torch.arange(len(y)), y.roll(1)], 1 - lam)  # the rest: neighbour
+    assert torch.allclose(mixed, lam[0] * x + (1 - lam[0]) * x.roll(1, 0), atol=1e-6)
+    again, _ = BatchMix(0.4, 0.0, 10, seed=7)(x, y, key=(0, 3, 0))
+    assert torch.equal(again, mixed)  # the same (seed, epoch, batch, rank): the same mix
+    other, _ = mix(x, y, key=(0, 4, 0))
+    assert not torch.equal(other, mixed)
+
+
+def test_mixup_shares_follow_beta_alpha_alpha():
+    x, y = _batch(n=2, classes=2)
+    mix = BatchMix(mixup_alpha=0.2, cutmix_alpha=0.0, num_classes=2)
+    lams = np.array([float(mix(x, y, key=(0, b, 0))[1][0, 0]) for b in range(3000)])
+    # Beta(0.2, 0.2): mean 1/2, variance 1 / (4 (2 alpha + 1)) = 0.1786 (uniform would be 0.083)
+    assert abs(lams.mean() - 0.5) < 0.03
+    assert abs(lams.var() - 1 / (4 * 1.4)) < 0.015
+
+
+def test_cutmix_pastes_one_box_of_the_neighbour_and_weighs_targets_by_its_area():
+    x, y = _batch()
+    mix = BatchMix(mixup_alpha=0.0, cutmix_alpha=1.0, num_classes=10, seed=1)
+    boxes = 0
+    for b in range(20):
+        mixed, target = mix(x, y, key=(1, b, 0))
+        assert torch.allclose(target.sum(1), torch.ones(len(y)))
+        pasted = (mixed != x).any(dim=(0, 1))  # (H, W): where any image took its neighbour's pixel
+        assert torch.equal(mixed[..., pasted], x.roll(1, 0)[..., pasted])
+        rows, cols = pasted.any(1).nonzero().flatten(), pasted.any(0).nonzero().flatten()
+        area = 0.0
+        if len(rows):  # the pasted pixels fill one rectangle
+            box = pasted[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+            assert box.all() and box.sum() == pasted.sum()
+            area, boxes = float(pasted.sum()) / pasted.numel(), boxes + 1
+        assert torch.allclose(target[torch.arange(len(y)), y.roll(1)], torch.tensor(area))
+    assert boxes >= 15  # Beta(1, 1): an empty box is rare
+
+
+def test_both_on_mix_some_batches_each_way():
+    x, y = _batch()
+    mix = BatchMix(mixup_alpha=0.4, cutmix_alpha=1.0, num_classes=10)
+    kinds = set()
+    for b in range(20):
+        mixed, _ = mix(x, y, key=(0, b, 0))
+        unchanged = (mixed == x).all(dim=(0, 1)).float().mean()  # cutmix keeps most pixels
+        kinds.add("cutmix" if unchanged > 0 else "mixup")
+    assert kinds == {"cutmix", "mixup"}
+
+
+def test_mixed_batches_learn_soft_targets_and_count_accuracy_on_labels(tmp_path, tiny_mnist):
+    from cnnlab.run import build
+
+    dm, model = build(make_cfg(tmp_path, tiny_mnist, "aug.mixup_alpha=0.2", "data.val_size=100"))
+    x = torch.randn(4, 1, 28, 28)
+    y = torch.tensor([0, 1, 2, 3])
+    soft = torch.tensor([[0.7, 0.3] + [0.0] * 8] * 4)
+    loss, preds, labels = model._shared_step((x, soft, y), model.train_criterion)
+    by_hand = -(soft * model(x).log_softmax(1)).sum(1).mean()
+    assert torch.allclose(loss, by_hand, atol=1e-6)
+    assert torch.equal(labels, y)  # accuracy is counted against the original labels
+    assert dm.batch_mix is not None and dm.batch_mix.mixup_alpha == 0.2
+
+
+@pytest.mark.parametrize("switch", ["aug.mixup_alpha=0.4", "aug.cutmix_alpha=1.0"])
+def test_mixing_trains_end_to_end_on_both_data_paths(switch, tmp_path, monkeypatch):
+    mixed = []
+    real_call = BatchMix.__call__
+
+    def spy(self, x, y, key=()):
+        mixed.append(key)
+        return real_call(self, x, y, key)
+
+    monkeypatch.setattr(BatchMix, "__call__", spy)
+    for resident in ("false", "true"):
+        mixed.clear()
+        _, metrics = tiny_run(
+            tmp_path / resident, switch, f"data.resident={resident}", "trainer.max_epochs=2"
+        )
+        assert metrics["status"] == "completed" and metrics["test/acc"] > 0.3  # chance is 0.1
+        # every training batch was mixed (10 a epoch), no validation or test batch
+        assert len(mixed) == 20 and len(set(mixed)) == 20
+
+
+def test_mixing_is_off_by_default_and_bad_alphas_are_refused(tmp_path, tiny_mnist):
+    from cnnlab.run import build
+
+    dm, _ = build(make_cfg(tmp_path, tiny_mnist))
+    assert dm.batch_mix is None
+    with pytest.raises(ConfigError, match=r"aug.mixup_alpha=-1 must be a number >= 0"):
+        build(make_cfg(tmp_path, tiny_mnist, "aug.mixup_alpha=-1"))
