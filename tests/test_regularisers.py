@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from cnnlab.data.batch_augment import BatchMix
@@ -116,3 +117,83 @@ def test_mixing_is_off_by_default_and_bad_alphas_are_refused(tmp_path, tiny_mnis
     assert dm.batch_mix is None
     with pytest.raises(ConfigError, match=r"aug.mixup_alpha=-1 must be a number >= 0"):
         build(make_cfg(tmp_path, tiny_mnist, "aug.mixup_alpha=-1"))
+
+
+# -- weight EMA ----------------------------------------------------------------------------
+class _Recorder(pl.Callback):
+    """The training weights after every optimizer step (floating tensors of the net)."""
+
+    def __init__(self):
+        self.steps: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        state = pl_module.net.state_dict()
+        self.steps.append({k: v.clone() for k, v in state.items() if v.is_floating_point()})
+
+
+def _ema_by_hand(steps: list[dict[str, torch.Tensor]], decay: float) -> dict[str, torch.Tensor]:
+    average = dict(steps[0])  # the first step's weights, then the moving average
+    for weights in steps[1:]:
+        average = {k: decay * average[k] + (1 - decay) * weights[k] for k in average}
+    return average
+
+
+def _net_state(path) -> dict[str, torch.Tensor]:
+    state = torch.load(path, weights_only=True)["state_dict"]
+    return {k[4:]: v for k, v in state.items() if k.startswith("net.") and v.is_floating_point()}
+
+
+def _close(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_ema_evaluates_and_saves_the_moving_average_of_the_training_weights(tmp_path, monkeypatch):
+    import cnnlab.run as run
+
+    recorder = _Recorder()
+    real = run._callbacks
+    monkeypatch.setattr(run, "_callbacks", lambda cfg: [*real(cfg), recorder])
+    cfg, metrics = tiny_run(
+        tmp_path, "ema.enabled=true", "ema.decay=0.9", "model.batch_norm=true",
+        "trainer.max_epochs=2", "trainer.limit_train_batches=6",
+    )  # fmt: skip
+    assert len(recorder.steps) == 12
+    expected = _ema_by_hand(recorder.steps, 0.9)
+    folder = tmp_path / "run" / "checkpoints"
+    assert _close(_net_state(folder / "last.ckpt"), expected)  # batch-norm statistics too
+    assert not _close(expected, recorder.steps[-1])  # the average is not the last weights
+    # the tested checkpoint holds the average of its epoch, and test/loss is that average's
+    from cnnlab.checkpoint import load_classifier
+    from cnnlab.run import build
+
+    best_epoch = metrics["best_epoch"]
+    assert _close(
+        _net_state(folder / "best.ckpt"), _ema_by_hand(recorder.steps[: 6 * (best_epoch + 1)], 0.9)
+    )
+    model, _ = load_classifier(folder / "best.ckpt")
+    dm, _ = build(cfg)
+    dm.setup()
+    x, y = dm.test_set[torch.arange(len(dm.test_set))]
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(model(dm.normalize(x)), y)
+    assert abs(float(loss) - metrics["test/loss"]) < 1e-4
+
+
+def test_a_resumed_run_continues_the_same_average(tmp_path):
+    ema = ("ema.enabled=true", "ema.decay=0.8", "trainer.limit_train_batches=5")
+    tiny_run(tmp_path / "whole", *ema, "trainer.max_epochs=2")
+    tiny_run(tmp_path / "half", *ema, "trainer.max_epochs=1")
+    half = tmp_path / "half" / "run" / "checkpoints" / "last.ckpt"
+    tiny_run(tmp_path / "resumed", *ema, "trainer.max_epochs=2", f"ckpt_path={half}")
+    whole = _net_state(tmp_path / "whole" / "run" / "checkpoints" / "last.ckpt")
+    resumed = _net_state(tmp_path / "resumed" / "run" / "checkpoints" / "last.ckpt")
+    assert _close(resumed, whole)
+
+
+def test_ema_is_off_by_default_and_a_bad_decay_is_refused(tmp_path, tiny_mnist):
+    from cnnlab.callbacks import EMA
+    from cnnlab.run import _callbacks
+
+    assert not any(isinstance(c, EMA) for c in _callbacks(make_cfg(tmp_path, tiny_mnist)))
+    with pytest.raises(ConfigError, match=r"ema.decay=1.5 must be in \(0, 1\)"):
+        _callbacks(make_cfg(tmp_path, tiny_mnist, "ema.enabled=true", "ema.decay=1.5"))

@@ -23,7 +23,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from cnnlab.callbacks import InterruptCheckpoint
+from cnnlab.callbacks import EMA, InterruptCheckpoint
 from cnnlab.checkpoint import (
     AtomicCheckpointIO,
     RunInfo,
@@ -137,7 +137,13 @@ def _model_choice(cfg: DictConfig) -> str:
 
 
 def _callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    return [create(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    found = [create(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    ema = cfg.get("ema") or {}
+    if ema.get("enabled") not in (None, True, False):
+        raise ConfigError(f"ema.enabled={ema.enabled!r} must be true or false.")
+    if ema.get("enabled"):  # outside the callbacks group: callbacks=none keeps it
+        found.append(EMA(ema.get("decay", 0.999)))
+    return found
 
 
 def _loggers(cfg: DictConfig) -> list:
