@@ -197,3 +197,117 @@ def test_ema_is_off_by_default_and_a_bad_decay_is_refused(tmp_path, tiny_mnist):
     assert not any(isinstance(c, EMA) for c in _callbacks(make_cfg(tmp_path, tiny_mnist)))
     with pytest.raises(ConfigError, match=r"ema.decay=1.5 must be in \(0, 1\)"):
         _callbacks(make_cfg(tmp_path, tiny_mnist, "ema.enabled=true", "ema.decay=1.5"))
+
+
+class _Steps(pl.Callback):
+    """The learning rate of every training step, and the weights before and after each."""
+
+    def __init__(self):
+        self.lrs: list[float] = []
+        self.moves: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+        self._before = torch.cat([p.detach().flatten().clone() for p in pl_module.parameters()])
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        after = torch.cat([p.detach().flatten() for p in pl_module.parameters()])
+        self.moves.append(float((after - self._before).norm()))
+
+
+def _recorded_run(tmp_path, monkeypatch, *overrides):
+    import cnnlab.run as run
+
+    steps, real = _Steps(), run._callbacks
+    monkeypatch.setattr(run, "_callbacks", lambda cfg: [*real(cfg), steps])
+    return steps, tiny_run(tmp_path, *overrides)[1]
+
+
+# -- warmup + cosine -----------------------------------------------------------------------
+def test_warmup_cosine_follows_its_formula_step_by_step(tmp_path, monkeypatch):
+    steps, metrics = _recorded_run(
+        tmp_path, monkeypatch, "scheduler=warmup_cosine", "scheduler.warmup_epochs=0.5",
+        "optimizer.lr=0.01", "trainer.max_epochs=3", "trainer.limit_train_batches=8",
+    )  # fmt: skip
+    total, warmup = 24, 4  # 3 epochs x 8 batches; half an epoch of warmup
+    expected = [
+        0.01 * (s + 1) / warmup if s < warmup
+        else 0.01 * 0.5 * (1 + np.cos(np.pi * (s - warmup) / (total - warmup)))
+        for s in range(total)
+    ]  # fmt: skip
+    assert np.allclose(steps.lrs, expected, rtol=1e-9)
+    assert metrics["status"] == "completed"  # its checkpoint was tested: the allow-list takes it
+
+
+def test_warmup_longer_than_the_run_is_refused():
+    from cnnlab.schedulers import WarmupCosine
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    with pytest.raises(
+        ConfigError, match=r"scheduler.warmup_epochs=4 must be a number in \[0, 3\]"
+    ):
+        WarmupCosine(opt, total_steps=30, epochs=3, warmup_epochs=4)
+
+
+# -- gradient clipping ---------------------------------------------------------------------
+PLAIN_SGD = (
+    "optimizer=sgd", "optimizer.lr=1.0", "optimizer.momentum=0", "optimizer.nesterov=false",
+    "optimizer.weight_decay=0", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+)  # fmt: skip
+
+
+def test_gradient_clipping_bounds_the_gradient_norm(tmp_path, monkeypatch):
+    # plain SGD at lr 1 moves the weights by exactly the gradient: its norm is the step's
+    free, _ = _recorded_run(tmp_path / "free", monkeypatch, *PLAIN_SGD)
+    assert min(free.moves) > 0.05  # unclipped gradients are larger than the limit below
+    clipped, _ = _recorded_run(
+        tmp_path / "clipped", monkeypatch, *PLAIN_SGD, "trainer.gradient_clip_val=0.05"
+    )
+    assert np.allclose(clipped.moves, 0.05, rtol=1e-4)  # clipped to the limit, not below
+
+
+# -- early stopping ------------------------------------------------------------------------
+def test_early_stopping_stops_after_patience_validations_without_improvement(tmp_path):
+    # a learning rate too small to learn much: validation accuracy stalls, and training
+    # stops `patience` epochs after its best one, long before max_epochs
+    _, metrics = tiny_run(
+        tmp_path, "callbacks.early_stopping.patience=2", "trainer.max_epochs=30",
+        "trainer.limit_train_batches=2", "optimizer.lr=0.0001",
+    )  # fmt: skip
+    assert metrics["epochs"] == metrics["best_epoch"] + 2 + 1 < 30
+
+
+def test_early_stopping_is_off_by_default_and_in_the_run_fingerprint(tmp_path, tiny_mnist):
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    from cnnlab.record import fingerprint
+    from cnnlab.run import _callbacks
+
+    cfg = make_cfg(tmp_path, tiny_mnist)
+    assert not any(isinstance(c, EarlyStopping) for c in _callbacks(cfg))
+    on = make_cfg(tmp_path, tiny_mnist, "callbacks.early_stopping.patience=5")
+    assert [c.patience for c in _callbacks(on) if isinstance(c, EarlyStopping)] == [5]
+    assert fingerprint(on) != fingerprint(cfg)
+    with pytest.raises(
+        ConfigError, match=r"callbacks.early_stopping.patience=0 must be an integer"
+    ):
+        _callbacks(make_cfg(tmp_path, tiny_mnist, "callbacks.early_stopping.patience=0"))
+
+
+def test_switches_left_off_keep_the_fingerprint_of_runs_made_before_them(tmp_path, tiny_mnist):
+    from omegaconf import open_dict
+
+    from cnnlab.record import ADDED_SWITCHES, fingerprint
+
+    cfg = make_cfg(tmp_path, tiny_mnist)
+    before = cfg.copy()
+    with open_dict(before):  # the config as it was before these switches existed
+        for path in (p for p in ADDED_SWITCHES if not p.startswith("data.aug.")):
+            *parents, last = path.split(".")
+            node = before
+            for key in parents:
+                node = node[key]
+            node.pop(last, None)
+        before.callbacks.pop("early_stopping")
+    assert fingerprint(before) == fingerprint(cfg)
+    assert fingerprint(make_cfg(tmp_path, tiny_mnist, "aug.mixup_alpha=0.2")) != fingerprint(cfg)

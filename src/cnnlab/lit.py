@@ -22,7 +22,7 @@ class ImageClassifier(pl.LightningModule):
     ``optimizer`` and ``scheduler`` are Hydra configs (``_target_`` + arguments, without the
     params/optimizer argument) kept as plain dicts so checkpoints load with weights_only.
     A scheduler config may carry Lightning's ``interval`` and ``monitor``; a ``total_steps:
-    null`` (OneCycleLR) is filled in from the trainer.
+    null`` (OneCycleLR) and an ``epochs: null`` (WarmupCosine) are filled in from the trainer.
     """
 
     def __init__(
@@ -184,6 +184,8 @@ class ImageClassifier(pl.LightningModule):
         monitor = cfg.pop("monitor", "val/loss")
         if "total_steps" in cfg and cfg["total_steps"] is None:
             cfg["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        if "epochs" in cfg and cfg["epochs"] is None:  # WarmupCosine: epochs -> steps
+            cfg["epochs"] = self.trainer.max_epochs
         scheduler = instantiate(cfg, optimizer=optimizer)
         return {
             "optimizer": optimizer,

@@ -137,7 +137,8 @@ def _model_choice(cfg: DictConfig) -> str:
 
 
 def _callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    found = [create(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    made = [create(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    found = [c for c in made if c is not None]  # a switched-off one (early_stopping) makes None
     ema = cfg.get("ema") or {}
     if ema.get("enabled") not in (None, True, False):
         raise ConfigError(f"ema.enabled={ema.enabled!r} must be true or false.")
