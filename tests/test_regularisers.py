@@ -311,3 +311,43 @@ def test_switches_left_off_keep_the_fingerprint_of_runs_made_before_them(tmp_pat
         before.callbacks.pop("early_stopping")
     assert fingerprint(before) == fingerprint(cfg)
     assert fingerprint(make_cfg(tmp_path, tiny_mnist, "aug.mixup_alpha=0.2")) != fingerprint(cfg)
+
+
+# -- test-time augmentation ----------------------------------------------------------------
+def test_flip_tta_tests_on_the_mean_of_both_passes(tmp_path, data_dir, monkeypatch):
+    from cnnlab.checkpoint import load_classifier
+    from cnnlab.data.synthetic import write_synthetic
+    from cnnlab.run import build, evaluate, train
+
+    write_synthetic("fashion_mnist", data_dir, n_train=600, n_test=200)
+    common = ("data=fashion_mnist", "data.val_size=100", "data.batch_size=50", "optimizer.lr=0.003")
+    cfg = make_cfg(tmp_path, data_dir, *common, "trainer.max_epochs=1", "test_tta=flip")
+    metrics = train(cfg)
+    model, _ = load_classifier(tmp_path / "run" / "checkpoints" / "best.ckpt")
+    dm, _ = build(cfg)
+    dm.setup()
+    x, y = dm.test_set[torch.arange(len(dm.test_set))]
+    x = dm.normalize(x)
+    with torch.no_grad():
+        probs = (model(x).softmax(1) + model(torch.flip(x, dims=[3])).softmax(1)) / 2
+        plain = model(x).softmax(1)
+    assert not torch.allclose(probs, plain, atol=1e-3)  # the mirror pass changes the numbers
+    assert abs(metrics["test/acc"] - float((probs.argmax(1) == y).float().mean())) < 1e-6
+    assert abs(metrics["test/loss"] - float(-probs[torch.arange(len(y)), y].log().mean())) < 1e-4
+    # eval.py test_tta=flip: the same numbers from the checkpoint
+    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    out = make_cfg(tmp_path / "eval", data_dir, f"ckpt_path={ckpt}", "test_tta=flip", config="eval")
+    again = evaluate(out)
+    assert abs(again["test/loss"] - metrics["test/loss"]) < 1e-5
+
+
+@pytest.mark.parametrize("data", ["mnist", "svhn"])
+def test_flip_tta_is_refused_for_digits(data, tmp_path):
+    from cnnlab.config import compose_config
+    from cnnlab.run import build
+
+    cfg = compose_config("train", [f"data={data}", "test_tta=flip"], output_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"test_tta=flip is refused for (MNIST|SVHN): a mirrored"):
+        build(cfg)
+    with pytest.raises(ConfigError, match=r"test_tta='rotate' is not a test-time augmentation"):
+        build(compose_config("train", ["data=cifar10", "test_tta=rotate"], output_dir=tmp_path))

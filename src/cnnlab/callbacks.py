@@ -290,7 +290,7 @@ class Diagnostics(pl.Callback):
             return
         x, y = batch
         with torch.no_grad():
-            probs = pl_module(x).softmax(dim=1)
+            probs = pl_module.test_probs(x)  # with test-time augmentation, as test/acc counts
         conf, pred = probs.max(dim=1)
         for i in (
             torch.nonzero(pred != y).flatten()[: self.max_mistakes - len(self._mistakes)].tolist()

@@ -126,8 +126,26 @@ def build(cfg: DictConfig):
         channels_last=cfg.get("channels_last", False),
         compile=cfg.get("compile", False),
         label_smoothing=(cfg.get("loss") or {}).get("label_smoothing", 0.0),
+        test_tta=check_tta(cfg.get("test_tta"), datamodule.spec),
     )
     return datamodule, model
+
+
+def check_tta(value: Any, spec) -> str | None:
+    """``test_tta``: None or "flip", refused for datasets whose mirror images change the class."""
+    if value is None:
+        return None
+    if value != "flip":
+        raise ConfigError(
+            f"test_tta={value!r} is not a test-time augmentation: use test_tta=flip (the mean "
+            f"of each image's and its mirror image's softmax) or test_tta=null."
+        )
+    if not spec.hflip_keeps_label:
+        raise ConfigError(
+            f"test_tta=flip is refused for {spec.title}: a mirrored digit is another symbol or "
+            f"none, so averaging its prediction in would blur the answer. Use test_tta=null."
+        )
+    return value
 
 
 def _model_choice(cfg: DictConfig) -> str:
@@ -337,6 +355,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"on {datamodule.spec.name} (input {list(datamodule.input_shape)}); drop data= to use "
             f"the checkpoint's own dataset."
         )
+    model.test_tta = check_tta(cfg.get("test_tta"), datamodule.spec)
     datamodule.prepare_data()
     output_dir = Path(cfg.paths.output_dir)
     # the trainer group's settings (accelerator, precision, limit_test_batches...), one device,
