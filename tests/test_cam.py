@@ -129,7 +129,7 @@ def test_a_run_logs_a_gradcam_grid_at_test_end(checkpoint):
 def _predict(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "scripts" / "predict.py"), *args],
-        capture_output=True, text=True, timeout=120, env=subprocess_env(),
+        capture_output=True, text=True, timeout=300, env=subprocess_env(),
     )  # fmt: skip
 
 

@@ -128,19 +128,22 @@ def mistakes_figure(
     return labelled_figure(to_display(images), labels, title, cols)
 
 
-def labelled_figure(shown: np.ndarray, labels: Sequence[str], title: str, cols: int = 8) -> Figure:
-    """(N, H, W, C) images in [0, 1] as one mosaic, a label of up to two lines under each."""
+def labelled_figure(
+    shown: np.ndarray, labels: Sequence[str], title: str, cols: int = 8, scale: float = 1.0
+) -> Figure:
+    """(N, H, W, C) images in [0, 1] as one mosaic, a label of up to two lines under each
+    (``scale``: size of the whole figure, text included)."""
     n, h, w, _ = shown.shape
     cols = max(1, min(cols, n))
     rows = -(-n // cols)
     below, pad = max(8, h * 2 // 3), max(1, w // 10)  # label room under each image
-    fig, ax = subplots(figsize=(cols * 1.3, rows * 1.5 + 0.3))
+    fig, ax = subplots(figsize=(cols * 1.3 * scale, (rows * 1.5 + 0.3) * scale))
     _mosaic(ax, tile(shown, cols, pad, below), interpolation="nearest")
     for k, label in enumerate(labels):
         r, q = divmod(k, cols)
         x, y = q * (w + pad) + w / 2, r * (h + below + pad) + h + below / 2
-        ax.text(x, y, label, ha="center", va="center", fontsize=6.5)
-    fig.suptitle(title, fontsize=9)
+        ax.text(x, y, label, ha="center", va="center", fontsize=6.5 * scale)
+    fig.suptitle(title, fontsize=9 * scale)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.35 / (rows * 1.5 + 0.3))
     return fig
 
@@ -254,4 +257,4 @@ def bar_figure(labels: Sequence[str], values: Sequence[float], title: str) -> Fi
 def input_and_cam_figure(image: torch.Tensor, cam: torch.Tensor, label: str, title: str) -> Figure:
     """One image (C, H, W) as the net saw it, beside it under its map (H, W)."""
     shown = np.concatenate([_rgb(image[None]), cam_overlay(image[None], cam[None])])
-    return labelled_figure(shown, ["input", label], title, cols=2)
+    return labelled_figure(shown, ["input", label], title, cols=2, scale=1.6)
