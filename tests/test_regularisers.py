@@ -351,3 +351,11 @@ def test_flip_tta_is_refused_for_digits(data, tmp_path):
         build(cfg)
     with pytest.raises(ConfigError, match=r"test_tta='rotate' is not a test-time augmentation"):
         build(compose_config("train", ["data=cifar10", "test_tta=rotate"], output_dir=tmp_path))
+
+
+def test_a_named_regulariser_applies_over_an_experiment():
+    from cnnlab.config import compose_config
+
+    cfg = compose_config("train", ["experiment=lenet_fashion", "regulariser=warmup_cosine"])
+    assert cfg.scheduler._target_ == "cnnlab.schedulers.WarmupCosine"
+    assert cfg.model.batch_norm  # the experiment's own settings stay
