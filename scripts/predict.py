@@ -2,14 +2,21 @@
 
 Options: ``topk=5``; ``chart=scores.png`` (a bar chart of the top classes); ``invert=auto``
 (MNIST-like datasets: a light background is inverted; ``true`` / ``false`` to force);
-``show=seen.png`` (the prepared input, what the net saw). A photo or drawing is prepared the
+``show=seen.png`` (the prepared input, what the net saw); ``cam=true`` (a Grad-CAM overlay
+of the top class, saliency for a net without convolutions, written to ``cam_out=``, default
+``outputs/predict/<image>_cam.png``), ``cam_class=NAME`` (another class), ``cam_layer=NAME``
+(another conv layer than the last; either implies ``cam=true``). A photo or drawing is prepared the
 way the checkpoint's dataset was made: any size and colour mode; for MNIST and
 Fashion-MNIST also inverted, cropped to the object and centred.
 """
 
+from pathlib import Path
+
 from cnnlab.cli import parse_key_values, script
+from cnnlab.config import PROJECT_ROOT
+from cnnlab.errors import CnnlabError
 from cnnlab.predict import predict
-from cnnlab.viz.figures import bar_figure, save
+from cnnlab.viz.figures import bar_figure, input_and_cam_figure, save
 from cnnlab.viz.grids import image_grid, save_png
 
 
@@ -17,10 +24,16 @@ def main(argv: list[str]) -> int:
     args = parse_key_values(
         argv,
         required=("ckpt_path", "image"),
-        optional={"topk": "5", "chart": "", "invert": "auto", "show": ""},
+        optional={"topk": "5", "chart": "", "invert": "auto", "show": "", "cam": "false",
+                  "cam_class": "", "cam_layer": "", "cam_out": ""},
         positive_ints=("topk",),
+    )  # fmt: skip
+    if args["cam"] not in ("true", "false"):
+        raise CnnlabError(f"cam={args['cam']!r}: use cam=true or cam=false.")
+    cam = args["cam"] == "true" or bool(args["cam_class"] or args["cam_layer"])
+    prediction = predict(
+        args["ckpt_path"], args["image"], args["invert"], cam, args["cam_class"], args["cam_layer"]
     )
-    prediction = predict(args["ckpt_path"], args["image"], invert=args["invert"])
     print("Prepared: " + "; ".join(prediction.prepared.steps))
     top = prediction.top(int(args["topk"]))
     width = max(len(name) for name, _ in top)
@@ -35,6 +48,19 @@ def main(argv: list[str]) -> int:
             bar_figure(list(names), list(probs), f"Top {len(top)}: {args['image']}"), args["chart"]
         )
         print(f"Chart: {chart}")
+    if cam:
+        ex = prediction.explanation
+        name = prediction.classes[int(ex.targets[0])]
+        p = float(prediction.probs[int(ex.targets[0])])
+        where = f" at {ex.layer}" if ex.layer else ""
+        out = (
+            args["cam_out"]
+            or PROJECT_ROOT / "outputs" / "predict" / f"{Path(args['image']).stem}_cam.png"
+        )
+        fig = input_and_cam_figure(
+            prediction.seen[0], ex.maps[0], f"{name} {p:.0%}", f"{ex.method}{where}: {name}"
+        )
+        print(f"{ex.method}{where} of {name}: {save(fig, out)}")
     return 0
 
 

@@ -29,6 +29,10 @@ TRAIN_CASES = [
     (["model.dropout=1.5"], r"model.dropout=1.5 is outside \[0, 1\)"),
     (["data.fold=2"], r"data.fold=2 needs data.folds=K, the number of folds"),
     (["data.folds=5", "data.fold=5"], r"data.fold=5 must be an integer in \[0, 5\)"),
+    (["test_tta=flip"], r"test_tta=flip is refused for MNIST: a mirrored digit"),
+    (["ema.enabled=true", "ema.decay=1"], r"ema.decay=1 must be in \(0, 1\)"),
+    (["aug.mixup_alpha=-0.2"], r"aug.mixup_alpha=-0.2 must be a number >= 0"),
+    (["trainer.gradient_clip_val=-1"], r"trainer.gradient_clip_val=-1 must be a positive number"),
 ]
 
 

@@ -25,7 +25,7 @@ from cnnlab.run import train
 from .conftest import make_cfg
 
 GROUPS = ("model", "data", "aug", "optimizer", "scheduler", "logger", "callbacks", "debug",
-          "trainer", "experiment")  # fmt: skip
+          "trainer", "experiment", "regulariser")  # fmt: skip
 # what cannot run on a CI machine; each is exercised elsewhere or on a device
 NOT_HERE = {
     ("trainer", "gpu"): "needs a GPU",
@@ -77,9 +77,10 @@ def _run(tmp_path, every_dataset, *overrides):
 
 @pytest.mark.parametrize("group,option", OPTIONS)
 def test_every_option_of_every_group_trains_and_tests(group, option, tmp_path, every_dataset):
-    extra = (
-        [f"data.root={every_dataset / 'photos'}"] if (group, option) == ("data", "folder") else []
-    )
+    extra = {
+        ("data", "folder"): [f"data.root={every_dataset / 'photos'}"],
+        ("regulariser", "tta"): ["data=fashion_mnist"],  # a mirrored digit is no digit
+    }.get((group, option), [])
     cfg, metrics = _run(tmp_path, every_dataset, f"{group}={option}", *extra)
     assert metrics["status"] == "completed" and "late_error" not in metrics, metrics
     if cfg.test:

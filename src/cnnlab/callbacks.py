@@ -12,6 +12,7 @@ import torch
 from pytorch_lightning import callbacks
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from cnnlab.errors import ConfigError
 from cnnlab.metrics import per_class_accuracy
@@ -72,6 +73,54 @@ class InterruptCheckpoint(pl.Callback):
             and trainer.state.fn == "fit"
         ):
             trainer.save_checkpoint(self.path)
+
+
+def early_stopping(
+    patience: int | None = None, monitor: str = "val/acc", mode: str = "max", min_delta: float = 0.0
+) -> callbacks.EarlyStopping | None:
+    """Lightning's EarlyStopping once ``patience`` is set (``callbacks.early_stopping.patience=5``);
+    None, no callback, while it is null (the default), so one override turns it on."""
+    if patience is None:
+        return None
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        raise ConfigError(
+            f"callbacks.early_stopping.patience={patience!r} must be an integer >= 1: the "
+            f"validations without improvement before training stops (e.g. 5; null never stops)."
+        )
+    return callbacks.EarlyStopping(
+        monitor=monitor, mode=mode, patience=patience, min_delta=min_delta
+    )
+
+
+class EMA(callbacks.WeightAveraging):
+    """An exponential moving average of the weights, which validation, test and the saved
+    checkpoints use (``ema.enabled=true ema.decay=0.999``).
+
+    Lightning's WeightAveraging does the work: after the first optimizer step the average is
+    that step's weights, after every later one ``average = decay * average + (1 - decay) *
+    weights`` (batch-norm statistics too); validation swaps the average in; a checkpoint's
+    ``state_dict`` is the average (so best.ckpt, eval, predict and export use it), the training
+    weights and the step count ride beside it for resuming; the average replaces the weights
+    when training ends. One change: Lightning's loading hook puts the training weights back
+    whenever a checkpoint is loaded, so ``trainer.test(ckpt_path=best)`` would test them, not
+    the average; here only fitting (a resume) restores them.
+    """
+
+    def __init__(self, decay: float = 0.999):
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1:
+            raise ConfigError(
+                f"ema.decay={decay!r} must be in (0, 1): the share of the average kept at each "
+                f"step (e.g. ema.decay=0.999; ema.enabled=false turns the average off)."
+            )
+        # the foreach kernel updates all tensors at once (the per-tensor avg_fn is a Python loop)
+        super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay))
+        self.decay = decay
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if trainer.state.fn == "fit":
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
 
 class ResumableCheckpoint(callbacks.ModelCheckpoint):
@@ -195,12 +244,14 @@ class Diagnostics(pl.Callback):
     Every validation epoch: the confusion counts (text); the confusion-matrix figure every
     ``every_n_epochs`` epochs and for the final epoch, however training ends (drawing it costs
     ~0.1 s, 5% of a LeNet-5 epoch on a 2-core CPU). After testing: the test confusion matrix,
-    misclassified test images with true/predicted labels and confidence, per-class accuracy.
+    misclassified test images with true/predicted labels and confidence, per-class accuracy,
+    and a Grad-CAM grid (saliency for a net without convolutions) of ``cam_images`` correctly
+    and as many wrongly classified test images, for the class the net chose.
     At the end of training: the first conv layer's filters and the feature maps of one fixed
     validation image after each conv block.
     """
 
-    def __init__(self, max_mistakes: int = 32, every_n_epochs: int = 5):
+    def __init__(self, max_mistakes: int = 32, every_n_epochs: int = 5, cam_images: int = 8):
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
             raise ConfigError(
                 f"callbacks.diagnostics.every_n_epochs={every_n_epochs!r} must be an integer >= 1 "
@@ -208,7 +259,10 @@ class Diagnostics(pl.Callback):
             )
         self.max_mistakes = max_mistakes
         self.every_n_epochs = every_n_epochs
+        self.cam_images = cam_images
+        # (image, true, predicted, confidence) of wrong and of right test predictions
         self._mistakes: list[tuple[torch.Tensor, int, int, float]] = []
+        self._right: list[tuple[torch.Tensor, int, int, float]] = []
         self._drawn_step = -1  # global step of the last validation figure
 
     def _classes(self, trainer) -> list[str]:
@@ -232,21 +286,24 @@ class Diagnostics(pl.Callback):
             self._draw_val_confusion(trainer, writer, cm)
 
     def on_test_start(self, trainer, pl_module) -> None:
-        self._mistakes = []
+        self._mistakes, self._right = [], []
 
     def on_test_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
     ) -> None:
-        if len(self._mistakes) >= self.max_mistakes or not trainer.is_global_zero:
+        full = len(self._mistakes) >= max(self.max_mistakes, self.cam_images)
+        if (full and len(self._right) >= self.cam_images) or not trainer.is_global_zero:
             return
         x, y = batch
         with torch.no_grad():
-            probs = pl_module(x).softmax(dim=1)
+            probs = pl_module.test_probs(x)  # with test-time augmentation, as test/acc counts
         conf, pred = probs.max(dim=1)
-        for i in (
-            torch.nonzero(pred != y).flatten()[: self.max_mistakes - len(self._mistakes)].tolist()
+        for kept, wanted, which in (
+            (self._mistakes, max(self.max_mistakes, self.cam_images), pred != y),
+            (self._right, self.cam_images, pred == y),
         ):
-            self._mistakes.append((x[i].cpu(), int(y[i]), int(pred[i]), float(conf[i])))
+            for i in torch.nonzero(which).flatten()[: wanted - len(kept)].tolist():
+                kept.append((x[i].cpu(), int(y[i]), int(pred[i]), float(conf[i])))
 
     def on_test_end(self, trainer, pl_module) -> None:
         writer = tensorboard(trainer)
@@ -261,11 +318,30 @@ class Diagnostics(pl.Callback):
         per_class = per_class_accuracy(cm).tolist()
         fig = bar_figure(classes, per_class, "Test accuracy per class")
         add_figure(writer, "test/accuracy_per_class", fig, step)
-        if self._mistakes:
-            images = torch.stack([m[0] for m in self._mistakes])
-            true, pred, conf = ([m[k] for m in self._mistakes] for k in (1, 2, 3))
+        mistakes = self._mistakes[: self.max_mistakes]
+        if mistakes:
+            images = torch.stack([m[0] for m in mistakes])
+            true, pred, conf = ([m[k] for m in mistakes] for k in (1, 2, 3))
             fig = mistakes_figure(images, true, pred, conf, classes)
             add_figure(writer, "test/misclassified", fig, step)
+        picked = self._right[: self.cam_images] + self._mistakes[: self.cam_images]
+        if picked:
+            add_figure(writer, "test/gradcam", self._cam_figure(pl_module, picked, classes), step)
+
+    def _cam_figure(self, pl_module, picked: list, classes: list[str]):
+        from cnnlab.cam import explain
+        from cnnlab.viz.figures import cam_figure
+
+        images = torch.stack([p[0] for p in picked])
+        chosen = torch.tensor([p[2] for p in picked], device=pl_module.device)
+        ex = explain(pl_module.net, images.to(pl_module.device), target=chosen)
+        labels = [
+            f"✓ {classes[p]}" if t == p else f"✗ {classes[p]}\n(true {classes[t]})"
+            for _, t, p, _ in picked
+        ]
+        where = f" at {ex.layer}" if ex.layer else ""
+        title = f"{ex.method}{where} of the predicted class: right (✓), then wrong (✗) test images"
+        return cam_figure(images, ex.maps.cpu(), labels, title)
 
     def on_fit_end(self, trainer, pl_module) -> None:
         writer = tensorboard(trainer)

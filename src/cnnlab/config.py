@@ -76,6 +76,7 @@ def validate(cfg: DictConfig) -> None:
     _positive(cfg, "trainer.max_epochs", True, "trainer.max_epochs=10")
     _positive(cfg, "optimizer.lr", False, "optimizer.lr=0.001")
     _positive(cfg, "threads", True, "threads=1")
+    _positive(cfg, "trainer.gradient_clip_val", False, "trainer.gradient_clip_val=1.0", allow=(0,))
     # 0 batches would "complete" a run that never trained
     for split in ("train", "val", "test"):
         _positive(

@@ -22,7 +22,7 @@ class ImageClassifier(pl.LightningModule):
     ``optimizer`` and ``scheduler`` are Hydra configs (``_target_`` + arguments, without the
     params/optimizer argument) kept as plain dicts so checkpoints load with weights_only.
     A scheduler config may carry Lightning's ``interval`` and ``monitor``; a ``total_steps:
-    null`` (OneCycleLR) is filled in from the trainer.
+    null`` (OneCycleLR) and an ``epochs: null`` (WarmupCosine) are filled in from the trainer.
     """
 
     def __init__(
@@ -35,6 +35,7 @@ class ImageClassifier(pl.LightningModule):
         channels_last: bool = False,
         compile: bool | str = False,
         label_smoothing: float = 0.0,
+        test_tta: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["net"], logger=False)
@@ -48,6 +49,7 @@ class ImageClassifier(pl.LightningModule):
         # losses stay comparable between runs with and without smoothing
         self.train_criterion = nn.CrossEntropyLoss(label_smoothing=float(label_smoothing))
         self.criterion = nn.CrossEntropyLoss()
+        self.test_tta = test_tta  # "flip" or None; checked against the dataset by cnnlab.run
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         # training loss sum, correct predictions, samples: three running sums instead of
         # torchmetrics objects, whose per-step bookkeeping costs ~10% of a LeNet-5 step on CPU
@@ -77,9 +79,11 @@ class ImageClassifier(pl.LightningModule):
     def _shared_step(
         self, batch, criterion: nn.Module | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x, y = batch
+        # a mixup/cutmix training batch is (x, soft targets, original labels): the loss reads
+        # the soft targets, accuracy the original labels
+        x, target, y = batch if len(batch) == 3 else (*batch, batch[1])
         logits = self(x)
-        return (criterion or self.criterion)(logits, y), logits.argmax(dim=1), y
+        return (criterion or self.criterion)(logits, target), logits.argmax(dim=1), y
 
     # -- training ----------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -156,7 +160,21 @@ class ImageClassifier(pl.LightningModule):
             self.log("val/acc_best", self.val_acc_best)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_loss, self.test_confmat)
+        if self.test_tta is None:
+            return self._eval_step(batch, self.test_loss, self.test_confmat)
+        x, y = batch
+        probs = self.test_probs(x)
+        # the cross-entropy of the averaged probabilities: what the prediction is made from
+        self.test_loss.update(nn.functional.nll_loss(probs.clamp_min(1e-12).log(), y), len(y))
+        self.test_confmat.update(probs.argmax(dim=1), y)
+
+    def test_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities as the test sees them: with ``test_tta=flip`` the mean of the
+        softmax of each image and of its horizontal mirror image."""
+        probs = self(x).softmax(dim=1)
+        if self.test_tta == "flip":
+            probs = (probs + self(x.flip(-1)).softmax(dim=1)) / 2
+        return probs
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test", self.test_loss, self.test_confmat)
@@ -198,6 +216,8 @@ class ImageClassifier(pl.LightningModule):
         monitor = cfg.pop("monitor", "val/loss")
         if "total_steps" in cfg and cfg["total_steps"] is None:
             cfg["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        if "epochs" in cfg and cfg["epochs"] is None:  # WarmupCosine: epochs -> steps
+            cfg["epochs"] = self.trainer.max_epochs
         scheduler = instantiate(cfg, optimizer=optimizer)
         return {
             "optimizer": optimizer,

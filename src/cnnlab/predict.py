@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cnnlab.cam import Explanation, explain
 from cnnlab.checkpoint import load_classifier
 from cnnlab.data.images import image_to_uint8
 from cnnlab.data.specs import get_spec, normalize
@@ -107,6 +108,8 @@ class Prediction:
     classes: list[str]
     probs: torch.Tensor  # probability per class
     prepared: Prepared | None = None  # what the net saw, and how it was made
+    explanation: Explanation | None = None  # Grad-CAM or saliency map, when asked for
+    seen: torch.Tensor | None = None  # the normalised input (1, C, H, W) the net saw
 
     def top(self, k: int = 5) -> list[tuple[str, float]]:
         p, i = self.probs.topk(min(k, len(self.classes)))
@@ -115,13 +118,31 @@ class Prediction:
 
 @torch.no_grad()
 def predict(
-    ckpt_path: str | Path, image: str | Path | Image.Image, invert: str = "auto"
+    ckpt_path: str | Path,
+    image: str | Path | Image.Image,
+    invert: str = "auto",
+    cam: bool = False,
+    cam_class: str | None = None,
+    cam_layer: str | None = None,
 ) -> Prediction:
+    """Top classes of an image file; with ``cam`` also the Grad-CAM map (saliency for a net
+    without convolutions) of the top class or of ``cam_class``, at ``cam_layer`` (default
+    the last conv layer)."""
     if invert not in ("auto", "true", "false"):
         raise CnnlabError(f"invert={invert!r}: use invert=auto, invert=true or invert=false.")
     model, info = load_classifier(ckpt_path)
+    classes = list(info["classes"])
+    if cam_class and cam_class not in classes:
+        raise CnnlabError(
+            f"cam_class={cam_class!r} is not a class of this checkpoint; its classes: "
+            f"{', '.join(classes)}."
+        )
     img = image if isinstance(image, Image.Image) else open_image(image)
     prepared = prepare_input(img, info, invert)
     x = normalize(prepared.image, *input_normalization(info))
     probs = model(x).softmax(dim=1)[0]
-    return Prediction(list(info["classes"]), probs, prepared)
+    explanation = None
+    if cam:
+        target = classes.index(cam_class) if cam_class else None
+        explanation = explain(model.net, x, target, cam_layer or None)
+    return Prediction(classes, probs, prepared, explanation, x)

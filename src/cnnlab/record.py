@@ -68,6 +68,19 @@ def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
 
 
+# keys added after runs were recorded, with their value that changes nothing: left out of the
+# hash while they have it, so re-running an old sweep skips its completed jobs
+ADDED_SWITCHES: dict[str, Any] = {
+    "ema": {"enabled": False, "decay": 0.999},
+    "test_tta": None,
+    "aug.mixup_alpha": 0.0,
+    "aug.cutmix_alpha": 0.0,
+    "data.aug.mixup_alpha": 0.0,  # data.aug is ${aug}
+    "data.aug.cutmix_alpha": 0.0,
+    "trainer.gradient_clip_val": None,
+}
+
+
 def fingerprint(cfg: DictConfig) -> str:
     """A hash of what determines a run's result.
 
@@ -75,8 +88,19 @@ def fingerprint(cfg: DictConfig) -> str:
     progress is shown, and loader settings that do not change the batches.
     """
     plain = _plain(cfg)
+    # early stopping changes the result; the other callbacks only what is shown and kept
+    stopping = (plain.get("callbacks") or {}).get("early_stopping") or {}
     for key in ("paths", "ckpt_path", "skip_completed", "auto_resume", "callbacks", "logger"):
         plain.pop(key, None)
+    if stopping.get("patience") is not None:
+        plain["early_stopping"] = stopping
+    for path, off in ADDED_SWITCHES.items():  # runs recorded before a switch existed still match
+        *parents, last = path.split(".")
+        node = plain
+        for key in parents:
+            node = node.get(key) or {}
+        if last in node and node[last] == off:
+            del node[last]
     plain.get("trainer", {}).pop("default_root_dir", None)
     for key in ("data_dir", "mirrors", "download", "num_workers", "pin_memory"):
         plain.get("data", {}).pop(key, None)

@@ -23,7 +23,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from cnnlab.callbacks import InterruptCheckpoint
+from cnnlab.callbacks import EMA, InterruptCheckpoint
 from cnnlab.checkpoint import (
     AtomicCheckpointIO,
     RunInfo,
@@ -126,8 +126,26 @@ def build(cfg: DictConfig):
         channels_last=cfg.get("channels_last", False),
         compile=cfg.get("compile", False),
         label_smoothing=(cfg.get("loss") or {}).get("label_smoothing", 0.0),
+        test_tta=check_tta(cfg.get("test_tta"), datamodule.spec),
     )
     return datamodule, model
+
+
+def check_tta(value: Any, spec) -> str | None:
+    """``test_tta``: None or "flip", refused for datasets whose mirror images change the class."""
+    if value is None:
+        return None
+    if value != "flip":
+        raise ConfigError(
+            f"test_tta={value!r} is not a test-time augmentation: use test_tta=flip (the mean "
+            f"of each image's and its mirror image's softmax) or test_tta=null."
+        )
+    if not spec.hflip_keeps_label:
+        raise ConfigError(
+            f"test_tta=flip is refused for {spec.title}: a mirrored digit is another symbol or "
+            f"none, so averaging its prediction in would blur the answer. Use test_tta=null."
+        )
+    return value
 
 
 def _model_choice(cfg: DictConfig) -> str:
@@ -137,7 +155,14 @@ def _model_choice(cfg: DictConfig) -> str:
 
 
 def _callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    return [create(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    made = [create(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    found = [c for c in made if c is not None]  # a switched-off one (early_stopping) makes None
+    ema = cfg.get("ema") or {}
+    if ema.get("enabled") not in (None, True, False):
+        raise ConfigError(f"ema.enabled={ema.enabled!r} must be true or false.")
+    if ema.get("enabled"):  # outside the callbacks group: callbacks=none keeps it
+        found.append(EMA(ema.get("decay", 0.999)))
+    return found
 
 
 def _loggers(cfg: DictConfig) -> list:
@@ -330,6 +355,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"on {datamodule.spec.name} (input {list(datamodule.input_shape)}); drop data= to use "
             f"the checkpoint's own dataset."
         )
+    model.test_tta = check_tta(cfg.get("test_tta"), datamodule.spec)
     datamodule.prepare_data()
     output_dir = Path(cfg.paths.output_dir)
     # the trainer group's settings (accelerator, precision, limit_test_batches...), one device,

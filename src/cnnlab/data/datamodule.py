@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cnnlab.data.aug_params import aug_params, switched_on
-from cnnlab.data.batch_augment import BatchAugmentation
+from cnnlab.data.batch_augment import BatchAugmentation, BatchMix
 from cnnlab.data.memory import BatchIndexSampler, ResumableLoader, TensorImageDataset
 from cnnlab.data.sources import DEFAULT_MIRRORS, ensure_dataset
 from cnnlab.data.specs import DatasetSpec, get_spec, normalize
@@ -78,6 +78,10 @@ class ImageDataModule(pl.LightningDataModule):
             BatchAugmentation.from_config(self.aug)
         self._prepared = False
         self.batch_aug = None
+        # mixup / cutmix: on normalised batches on the training device, on both paths
+        self.batch_mix = (
+            BatchMix.from_config(self.aug, self.num_classes, seed) if self.aug else None
+        )
         self.train_set = self.val_set = self.test_set = None
         # per-channel statistics the inputs are normalised with (a folder's: set in setup)
         self.mean, self.std = self.spec.mean, self.spec.std
@@ -207,14 +211,14 @@ class ImageDataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, y = batch
-        if self.batch_aug is not None and self.trainer is not None and self.trainer.training:
-            t = self.trainer
-            x = self.batch_aug(
-                x,
-                (
-                    t.current_epoch,
-                    t.fit_loop.epoch_loop.batch_progress.current.ready,
-                    t.global_rank,
-                ),
-            )
-        return self.normalize(x), y
+        t = self.trainer
+        if t is None or not t.training or (self.batch_aug is None and self.batch_mix is None):
+            return self.normalize(x), y
+        key = (t.current_epoch, t.fit_loop.epoch_loop.batch_progress.current.ready, t.global_rank)
+        if self.batch_aug is not None:
+            x = self.batch_aug(x, key)
+        x = self.normalize(x)
+        if self.batch_mix is None:
+            return x, y
+        # (images, soft targets for the loss, the original labels for training accuracy)
+        return (*self.batch_mix(x, y, key), y)

@@ -38,6 +38,9 @@ class DatasetSpec:
     # light objects on black, cropped and centred: how a photo must be framed to look like
     # one (None: natural images, only resized)
     framing: Framing | None = None
+    # whether a mirror image shows the same class (test_tta=flip); not for digits: a
+    # mirrored 2, 3, 4, 5, 7 or 9 is no digit at all
+    hflip_keeps_label: bool = True
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -66,6 +69,7 @@ SPECS: dict[str, DatasetSpec] = {
         test_size=10000,
         aliases=("MNIST", "mnist"),
         framing=Framing(box=20, centre="mass"),  # LeCun: 20x20 box, centre of mass at the centre
+        hflip_keeps_label=False,
     ),
     "fashion_mnist": DatasetSpec(
         name="fashion_mnist",
@@ -126,6 +130,7 @@ SPECS: dict[str, DatasetSpec] = {
         train_size=73257,
         test_size=26032,
         aliases=("svhn", "SVHN"),
+        hflip_keeps_label=False,
     ),
 }
 

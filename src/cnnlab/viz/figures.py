@@ -121,21 +121,51 @@ def mistakes_figure(
     cols: int = 8,
 ) -> Figure:
     """Misclassified images labelled true -> predicted (confidence) under each."""
-    shown = to_display(images)
+    labels = [
+        f"{classes[t]}\n→ {classes[p]} {c:.0%}" for t, p, c in zip(true, pred, conf, strict=True)
+    ]
+    title = "Misclassified test images: true → predicted (confidence)"
+    return labelled_figure(to_display(images), labels, title, cols)
+
+
+def labelled_figure(
+    shown: np.ndarray, labels: Sequence[str], title: str, cols: int = 8, scale: float = 1.0
+) -> Figure:
+    """(N, H, W, C) images in [0, 1] as one mosaic, a label of up to two lines under each
+    (``scale``: size of the whole figure, text included)."""
     n, h, w, _ = shown.shape
     cols = max(1, min(cols, n))
     rows = -(-n // cols)
     below, pad = max(8, h * 2 // 3), max(1, w // 10)  # label room under each image
-    fig, ax = subplots(figsize=(cols * 1.3, rows * 1.5 + 0.3))
+    fig, ax = subplots(figsize=(cols * 1.3 * scale, (rows * 1.5 + 0.3) * scale))
     _mosaic(ax, tile(shown, cols, pad, below), interpolation="nearest")
-    for k in range(n):
+    for k, label in enumerate(labels):
         r, q = divmod(k, cols)
         x, y = q * (w + pad) + w / 2, r * (h + below + pad) + h + below / 2
-        label = f"{classes[true[k]]}\n→ {classes[pred[k]]} {conf[k]:.0%}"
-        ax.text(x, y, label, ha="center", va="center", fontsize=6.5)
-    fig.suptitle("Misclassified test images: true → predicted (confidence)", fontsize=9)
+        ax.text(x, y, label, ha="center", va="center", fontsize=6.5 * scale)
+    fig.suptitle(title, fontsize=9 * scale)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.35 / (rows * 1.5 + 0.3))
     return fig
+
+
+def cam_overlay(images: torch.Tensor, maps: torch.Tensor, alpha: float = 0.5) -> np.ndarray:
+    """Images (N, C, H, W) under their [0, 1] maps (N, H, W) in the jet colours: (N, H, W, 3)."""
+    from matplotlib import colormaps
+
+    heat = colormaps["jet"](maps.detach().cpu().numpy())[..., :3]
+    return ((1 - alpha) * _rgb(images) + alpha * heat).astype(np.float32)
+
+
+def _rgb(images: torch.Tensor) -> np.ndarray:
+    shown = to_display(images)
+    return np.repeat(shown, 3, axis=-1) if shown.shape[-1] == 1 else shown
+
+
+def cam_figure(
+    images: torch.Tensor, maps: torch.Tensor, labels: Sequence[str], title: str, cols: int = 8
+) -> Figure:
+    """Each image with its Grad-CAM (or saliency) map over it, labelled."""
+    return labelled_figure(cam_overlay(images, maps), labels, title, cols)
 
 
 def _tiles(images: torch.Tensor, title: str, max_cols: int, inches: float, **show) -> Figure:
@@ -222,3 +252,9 @@ def bar_figure(labels: Sequence[str], values: Sequence[float], title: str) -> Fi
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def input_and_cam_figure(image: torch.Tensor, cam: torch.Tensor, label: str, title: str) -> Figure:
+    """One image (C, H, W) as the net saw it, beside it under its map (H, W)."""
+    shown = np.concatenate([_rgb(image[None]), cam_overlay(image[None], cam[None])])
+    return labelled_figure(shown, ["input", label], title, cols=2, scale=1.6)
