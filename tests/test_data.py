@@ -6,6 +6,7 @@ import torch
 
 from cnnlab.data import ImageDataModule
 from cnnlab.data.memory import BatchIndexSampler, TensorImageDataset
+from cnnlab.data.specs import get_spec
 
 
 def test_sampler_visits_every_position_once_per_epoch_in_a_seeded_order():
@@ -127,3 +128,16 @@ def test_batch_norm_trains_when_the_split_leaves_one_sample_over(tmp_path, tiny_
         "test=false",
     )
     assert train(cfg)["status"] == "completed"
+
+
+def test_a_validation_split_that_leaves_one_training_image_still_runs(tiny_mnist, tmp_path):
+    # data.val_size=n-1 is allowed; the sample preview (8 images) once indexed past the split
+    from cnnlab.run import train
+
+    from .conftest import make_cfg
+
+    n = len(get_spec("mnist").read(tiny_mnist, train=True)[1])
+    metrics = train(
+        make_cfg(tmp_path, tiny_mnist, f"data.val_size={n - 1}", "trainer.max_epochs=1")
+    )
+    assert metrics["status"] == "completed" and metrics["epochs"] == 1

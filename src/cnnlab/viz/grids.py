@@ -29,7 +29,7 @@ def save_png(grid: torch.Tensor, path: str | Path) -> Path:
 def augmentation_preview(datamodule, n: int = 8, repeats: int = 3) -> torch.Tensor:
     """First row: ``n`` training images as stored; each further row: a new augmented draw."""
     dataset = datamodule.train_set
-    positions = torch.arange(n)
+    positions = torch.arange(min(n, len(dataset)))  # a training split may hold fewer than n
     idx = dataset.indices[positions]
     rows = [dataset.images[idx]]
     for r in range(repeats):
