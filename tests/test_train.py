@@ -70,6 +70,19 @@ def test_eval_reproduces_the_test_accuracy(trained, tmp_path):
     )
 
 
+@pytest.mark.parametrize("data", [None, "mnist"])
+def test_eval_reads_its_test_data_from_data_data_dir_as_train_does(tmp_path, data):
+    _, metrics = tiny_run(tmp_path / "t", "trainer.max_epochs=1")
+    ckpt = tmp_path / "t" / "run" / "checkpoints" / "best.ckpt"
+    empty = tmp_path / "empty"  # paths.data_dir: nothing there, no mirrors, no download
+    chosen = [f"data={data}", "data.download=false", "data.val_size=100"] if data else []
+    eval_cfg = make_cfg(
+        tmp_path, empty, f"ckpt_path={ckpt}", *chosen, f"data.data_dir={tmp_path / 't' / 'data'}",
+        config="eval",
+    )  # fmt: skip
+    assert evaluate(eval_cfg)["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+
+
 def test_cifar_format_trains(tiny_cifar, tmp_path):
     cfg = make_cfg(
         tmp_path, tiny_cifar, "data=cifar10", "model=lenet", *QUICK, "trainer.max_epochs=2"

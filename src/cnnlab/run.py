@@ -338,12 +338,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
     model, info = load_classifier(cfg.ckpt_path)
     chosen = OmegaConf.select(cfg, "data")
-    if chosen is None:  # the checkpoint's own dataset: its checked config, our data paths
-        datamodule = build_datamodule(
-            info, str(cfg.ckpt_path), cfg.paths.data_dir, list(cfg.paths.dataset_mirrors or [])
+    data_dir = OmegaConf.select(cfg, "data.data_dir") or cfg.paths.data_dir
+    if chosen is None or "_target_" not in chosen:  # the checkpoint's own dataset: its
+        datamodule = build_datamodule(  # checked config, our data paths
+            info, str(cfg.ckpt_path), data_dir, list(cfg.paths.dataset_mirrors or [])
         )
     else:
-        chosen.data_dir = cfg.paths.data_dir
+        chosen.data_dir = data_dir
         chosen.aug = None
         datamodule = create(chosen, _recursive_=False)
     if list(datamodule.input_shape) != info["input_shape"] or len(datamodule.classes) != len(
