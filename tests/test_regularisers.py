@@ -8,10 +8,12 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from cnnlab.callbacks import EMA
 from cnnlab.data.batch_augment import BatchMix
+from cnnlab.data.synthetic import write_mnist_like
 from cnnlab.errors import ConfigError
 
-from .conftest import make_cfg, tiny_run
+from .conftest import QUICK, make_cfg, tiny_run
 
 
 # -- mixup / cutmix ------------------------------------------------------------------------
@@ -188,6 +190,47 @@ def test_a_resumed_run_continues_the_same_average(tmp_path):
     whole = _net_state(tmp_path / "whole" / "run" / "checkpoints" / "last.ckpt")
     resumed = _net_state(tmp_path / "resumed" / "run" / "checkpoints" / "last.ckpt")
     assert _close(resumed, whole)
+
+
+class _InterruptInValidation(pl.Callback):
+    """Ctrl-C in the middle of the second validation; keeps what each model held then."""
+
+    def on_validation_batch_end(self, trainer, pl_module, *args) -> None:
+        if trainer.current_epoch == 1:
+            ema = next(c for c in trainer.callbacks if isinstance(c, EMA))
+            self.module = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
+            averaged = ema._average_model.module.net.state_dict()
+            self.averaged = {k: v.clone() for k, v in averaged.items()}
+            raise KeyboardInterrupt
+
+
+def test_a_checkpoint_saved_during_validation_keeps_the_average_and_the_weights_apart(tmp_path):
+    """Mid-validation the module holds the average (swapped in) and the averaged model the
+    training weights: last.ckpt must still store the average as its weights and the training
+    weights as the ones a resumed run trains on."""
+    import cnnlab.run as run
+
+    stop = _InterruptInValidation()
+    data_dir = tmp_path / "data"
+    write_mnist_like(data_dir, "mnist", n_train=600, n_test=200)
+    cfg = make_cfg(
+        tmp_path, data_dir, *QUICK, "ema.enabled=true", "ema.decay=0.8",
+        "trainer.max_epochs=3", "trainer.limit_train_batches=5",
+    )  # fmt: skip
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        run.train(cfg, callbacks=[stop])
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    floats = (
+        lambda state, prefix: {  # noqa: E731
+            k[len(prefix) :]: v
+            for k, v in state.items()
+            if k.startswith(prefix) and v.is_floating_point()
+        }
+    )
+    average, weights = floats(stop.module, ""), floats(stop.averaged, "")
+    assert not _close(average, weights)
+    assert _close(floats(saved["state_dict"], "net."), average)
+    assert _close(floats(saved["current_model_state"], "net."), weights)
 
 
 def test_ema_is_off_by_default_and_a_bad_decay_is_refused(tmp_path, tiny_mnist):

@@ -122,6 +122,27 @@ class EMA(callbacks.WeightAveraging):
         if trainer.state.fn == "fit":
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
+    # During validation the module holds the average and the averaged model the training
+    # weights. A checkpoint saved then (Ctrl-C or SIGTERM mid-validation) would store them the
+    # wrong way round, and the resumed run would train on from the average.
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_epoch_start(trainer, pl_module)
+        self._swapped = self._average_model is not None
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_epoch_end(trainer, pl_module)
+        self._swapped = False
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        if getattr(self, "_swapped", False) and "current_model_state" in checkpoint:
+            checkpoint["state_dict"], checkpoint["current_model_state"] = (
+                checkpoint["current_model_state"],
+                checkpoint["state_dict"],
+            )
+
 
 class ResumableCheckpoint(callbacks.ModelCheckpoint):
     """Lightning's ModelCheckpoint that carries the best checkpoint along into a resumed run, and

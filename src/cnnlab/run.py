@@ -12,6 +12,7 @@ import os
 import socket
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -169,8 +170,10 @@ def _loggers(cfg: DictConfig) -> list:
     return [create(c) for c in (cfg.get("logger") or {}).values() if c is not None]
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
     """Train (and test) the configured model; write and return the run's metrics.
+
+    ``callbacks`` join the configured ones (the search's pruning callback).
 
     A run directory that already holds this exact config is reused: a completed run is
     skipped (its metrics returned), an interrupted one resumes from ``last.ckpt``. Another
@@ -184,7 +187,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if skipped is not None:
             return skipped
         try:
-            return _train(cfg, output_dir, start, key)
+            return _train(cfg, output_dir, start, key, callbacks)
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: Lightning exits via these
             if rank_zero_only.rank == 0:
                 record_interrupt(output_dir, checkpoint_dir(cfg) / "last.ckpt", start)
@@ -202,7 +205,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             raise
 
 
-def _train(cfg: DictConfig, output_dir: Path, start: float, key: str) -> dict[str, Any]:
+def _train(
+    cfg: DictConfig, output_dir: Path, start: float, key: str, extra: Sequence[pl.Callback]
+) -> dict[str, Any]:
     validate(cfg)
     configure_torch()
     if threads := cpu_threads(cfg):
@@ -230,6 +235,7 @@ def _train(cfg: DictConfig, output_dir: Path, start: float, key: str) -> dict[st
         RunInfo(_plain(cfg), datamodule.input_shape, datamodule.classes, start, earlier)
     )
     callbacks.append(InterruptCheckpoint(str(checkpoint_dir(cfg))))
+    callbacks.extend(extra)
     trainer: pl.Trainer = create(
         cfg.trainer,
         callbacks=callbacks,
