@@ -8,13 +8,11 @@ from cnnlab.config import PROJECT_ROOT  # noqa: F401  (anchors outputs/ and data
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> None:
     # imported here, not above: the launcher process of a parallel sweep never loads torch
     from cnnlab.run import train
 
-    metrics = run_app(train, cfg)
-    # Hydra sweepers (Optuna) optimise the value the task function returns
-    return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
+    run_app(train, cfg)
 
 
 if __name__ == "__main__":

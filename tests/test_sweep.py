@@ -10,9 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 from cnnlab.compare import find_runs, plot, table, to_csv, to_markdown
-from cnnlab.config import PROJECT_ROOT, compose_config
+from cnnlab.config import CONFIG_DIR, PROJECT_ROOT, compose_config
 from cnnlab.data.synthetic import write_mnist_like
 
 SWEEP = [
@@ -130,12 +133,21 @@ def test_compare_script_prints_the_table(sweep):
 
 @pytest.mark.parametrize(
     "preset",
-    ["dropout", "batch_norm", "dropout_batch_norm", "aug", "arch", "lr_batch", "optuna", "kfold",
-     "seeds"],
+    ["dropout", "batch_norm", "dropout_batch_norm", "aug", "arch", "lr_batch", "kfold", "seeds",
+     "regularisers"],
 )  # fmt: skip
-def test_sweep_presets_compose(preset):
-    cfg = compose_config("train", [f"sweep={preset}"])
-    assert "model" in cfg and cfg.optimized_metric == "val/acc_best"
+def test_sweep_presets_sweep_keys_that_exist(preset):
+    """Every key a preset sweeps is a config group or a key of the composed config: a
+    misspelled key would otherwise make every job of the sweep fail, or add a key nobody reads."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"sweep={preset}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert params, f"sweep={preset} sweeps nothing"
+    groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
+    absent = object()
+    for key in params:
+        assert key in groups or OmegaConf.select(cfg, key, default=absent) is not absent, key
 
 
 @pytest.mark.parametrize("launcher", ["parallel", "slurm"])
