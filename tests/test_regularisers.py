@@ -192,6 +192,14 @@ def test_a_resumed_run_continues_the_same_average(tmp_path):
     assert _close(resumed, whole)
 
 
+def _floats(state: dict, prefix: str) -> dict[str, torch.Tensor]:
+    return {
+        k[len(prefix) :]: v
+        for k, v in state.items()
+        if k.startswith(prefix) and v.is_floating_point()
+    }
+
+
 class _InterruptInValidation(pl.Callback):
     """Ctrl-C in the middle of the second validation; keeps what each model held then."""
 
@@ -220,17 +228,10 @@ def test_a_checkpoint_saved_during_validation_keeps_the_average_and_the_weights_
     with pytest.raises((KeyboardInterrupt, SystemExit)):
         run.train(cfg, callbacks=[stop])
     saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
-    floats = (
-        lambda state, prefix: {  # noqa: E731
-            k[len(prefix) :]: v
-            for k, v in state.items()
-            if k.startswith(prefix) and v.is_floating_point()
-        }
-    )
-    average, weights = floats(stop.module, ""), floats(stop.averaged, "")
+    average, weights = _floats(stop.module, ""), _floats(stop.averaged, "")
     assert not _close(average, weights)
-    assert _close(floats(saved["state_dict"], "net."), average)
-    assert _close(floats(saved["current_model_state"], "net."), weights)
+    assert _close(_floats(saved["state_dict"], "net."), average)
+    assert _close(_floats(saved["current_model_state"], "net."), weights)
 
 
 def test_ema_is_off_by_default_and_a_bad_decay_is_refused(tmp_path, tiny_mnist):
