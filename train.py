@@ -4,11 +4,13 @@ import hydra
 from omegaconf import DictConfig
 
 from cnnlab.cli import run_app
-from cnnlab.config import PROJECT_ROOT  # noqa: F401  (anchors outputs/ and data/ at the project)
+from cnnlab.config import PROJECT_ROOT, validate  # noqa: F401  (PROJECT_ROOT anchors outputs/, data/)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
+    # a bad plain value (optimizer.lr=-1, seed=-3) fails here, before torch is even imported
+    run_app(validate, cfg)
     # imported here, not above: the launcher process of a parallel sweep never loads torch
     from cnnlab.run import train
 

@@ -1,6 +1,13 @@
-"""Regenerate the README's generated tables (model parameter counts): ``python scripts/update_readme.py``."""
+"""Regenerate the README's generated tables: ``python scripts/update_readme.py [--bad-inputs]``.
+
+Always: the model parameter counts. ``--bad-inputs``: also the table of bad inputs, each run
+for real as its command line (a few minutes).
+"""
+
+import sys
 
 from cnnlab.dev.docs import update_readme
 
 if __name__ == "__main__":
-    print("README.md updated" if update_readme() else "README.md already up to date")
+    changed = update_readme(bad_inputs="--bad-inputs" in sys.argv[1:])
+    print("README.md updated" if changed else "README.md already up to date")

@@ -91,7 +91,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"(?:GLOBAL|global:?) ([\w.]+)", str(e))
+        # torch says "Unsupported global: GLOBAL posix.system ..." (older: "global: posix...")
+        found = re.search(r"GLOBAL ([\w.]+)", str(e)) or re.search(r"global:? ([\w.]+)", str(e))
         if found is None:
             raise CheckpointError(
                 f"{p} is not a readable PyTorch checkpoint (its content is not a pickle torch "
@@ -211,11 +212,28 @@ def load_classifier(path: str | Path):
     return model, info
 
 
-def check_compatible(path: str | Path, net: torch.nn.Module, data_name: str) -> dict[str, Any]:
-    """Refuse to resume from a checkpoint of another model or dataset, before training starts;
-    return the checkpoint's run info."""
+def _class_of(node: Any) -> str | None:
+    target = node.get("_target_") if isinstance(node, dict) else None
+    return target.rsplit(".", 1)[-1] if isinstance(target, str) else None
+
+
+def check_compatible(
+    path: str | Path, net: torch.nn.Module, data_name: str, optimizer: Any, scheduler: Any
+) -> dict[str, Any]:
+    """Refuse to resume from a checkpoint of another model, dataset, optimizer or scheduler,
+    before training starts; return the checkpoint's run info."""
     ckpt = load_checkpoint(path)
     info = ckpt[KEY]
+    # an optimizer's saved state only fits its own class (Adam's moments are no SGD momentum:
+    # Lightning would fail deep inside with KeyError: 'momentum')
+    for group, now in (("optimizer", optimizer), ("scheduler", scheduler)):
+        before, after = _class_of(info["config"].get(group)), _class_of(now)
+        if before != after:
+            raise CheckpointError(
+                f"{path} was trained with {group} {before or 'none'} and cannot resume with "
+                f"{after or 'none'}: its saved {group} state fits only its own. Resume with the "
+                f"{group}= of that run, or drop ckpt_path to start afresh."
+            )
     then_data = info["config"]["data"]["name"]
     then_model = info["config"]["model"]["_target_"].rsplit(".", 1)[-1]
     expected = {f"net.{k}": tuple(v.shape) for k, v in net.state_dict().items()}

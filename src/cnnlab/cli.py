@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
@@ -83,3 +84,29 @@ def split_key_values(argv: list[str], own: dict[str, str]) -> tuple[dict[str, st
         else:
             rest.append(arg)
     return values, rest
+
+
+class WritableOutput(Callback):
+    """Hydra creates the run (or sweep) folder before cnnlab's code runs, and a folder it cannot
+    create (a read-only disk, a path under a file) ends in a raw traceback. This hook creates it
+    first (conf/hydra/default.yaml) and refuses in one line, exit 2, with the override to use."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._make(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._make(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+    @staticmethod
+    def _make(folder: str, key: str) -> None:
+        from pathlib import Path
+
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            print(
+                f"Error: cannot create the output folder {folder} ({e.strerror or e}). Write "
+                f"elsewhere with {key}=PATH, or every run with paths.log_dir=PATH.",
+                file=sys.stderr,
+            )
+            sys.exit(EXIT_USER_ERROR)

@@ -224,7 +224,14 @@ def _train(
         log.info("\n%s", table)
     earlier = 0.0  # wall time already spent, when resuming
     if cfg.get("ckpt_path"):
-        earlier = elapsed_before(check_compatible(cfg.ckpt_path, model.net, datamodule.spec.name))
+        info = check_compatible(
+            cfg.ckpt_path,
+            model.net,
+            datamodule.spec.name,
+            _plain(cfg.optimizer),
+            _plain(cfg.get("scheduler")),
+        )
+        earlier = elapsed_before(info)
     datamodule.prepare_data()  # missing or corrupt data fails here, in seconds
 
     loggers = _loggers(cfg)

@@ -465,7 +465,11 @@ def write_report(study: Any, search: Search) -> str:
 
     folder = Path(search.dir)
     header, rows = trials_table(study, search)
-    shown = [[f"{v:.4f}" if isinstance(v, float) else v for v in row] for row in rows]
+
+    def cell(i: int, v: Any) -> Any:  # the metric to 4 places, parameters to 3 digits
+        return (f"{v:.4f}" if i == 2 else f"{v:.3g}") if isinstance(v, float) else v
+
+    shown = [[cell(i, v) for i, v in enumerate(row)] for row in rows]
     markdown = to_markdown(header, shown)
     with atomic_path(folder / "trials.md") as tmp:
         tmp.write_text(markdown + "\n")

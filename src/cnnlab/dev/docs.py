@@ -55,10 +55,28 @@ def replace_block(text: str, name: str, body: str) -> str:
     return pattern.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)
 
 
-def update_readme(path: Path = CONFIG_DIR.parent / "README.md") -> bool:
-    """Regenerate the README's generated blocks; return whether anything changed."""
+def bad_inputs_table(root: Path) -> str:
+    """Markdown: every case of ``cnnlab.dev.bad_inputs`` run for real (minutes), in ``root``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cnnlab.dev.bad_inputs import CASES, Workspace, run_case, table
+
+    ws = Workspace(root)
+    ws.prepare()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return table(list(pool.map(lambda case: run_case(case, ws), CASES)))
+
+
+def update_readme(path: Path = CONFIG_DIR.parent / "README.md", bad_inputs: bool = False) -> bool:
+    """Regenerate the README's generated blocks (the bad-input table too when asked: it runs
+    every case); return whether anything changed."""
     text = path.read_text()
     new = replace_block(text, "models", model_table())
+    if bad_inputs:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            new = replace_block(new, "bad_inputs", bad_inputs_table(Path(tmp)))
     if new != text:
         path.write_text(new)
     return new != text
