@@ -279,10 +279,12 @@ def work(search: Search, worker: int = 0, announce: bool = False) -> int:
     fail_orphans(study)
     distributions_ = distributions(search.params)
     lock = FileLock(str(Path(search.dir) / "ask.lock"))
+    # trials enqueued by hand (study.enqueue_trial) wait to be asked for: they are not yet run
+    started = tuple(s for s in TrialState if s != TrialState.WAITING)
     ran = 0
     while True:
         with lock:
-            if len(study.get_trials(deepcopy=False)) >= search.n_trials:
+            if len(study.get_trials(deepcopy=False, states=started)) >= search.n_trials:
                 return ran
             trial = study.ask(distributions_)
             attrs = {"host": socket.gethostname(), "pid": os.getpid(), "worker": worker}
