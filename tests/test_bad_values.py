@@ -33,6 +33,7 @@ TRAIN_CASES = [
     (["ema.enabled=true", "ema.decay=1"], r"ema.decay=1 must be in \(0, 1\)"),
     (["aug.mixup_alpha=-0.2"], r"aug.mixup_alpha=-0.2 must be a number >= 0"),
     (["trainer.gradient_clip_val=-1"], r"trainer.gradient_clip_val=-1 must be a positive number"),
+    (["data.normalize=mean"], r"Unknown data.normalize='mean'. Valid: dataset \(.*\); half"),
 ]
 
 

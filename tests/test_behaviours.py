@@ -91,6 +91,7 @@ RESULT_CHANGING = [
     "data.batch_size=64",
     "data.val_size=1000",
     "data.split_seed=1",
+    "data.normalize=half",
     "optimizer.lr=0.01",
     "optimizer=sgd",
     "scheduler=cosine",

@@ -78,6 +78,7 @@ ADDED_SWITCHES: dict[str, Any] = {
     "data.aug.mixup_alpha": 0.0,  # data.aug is ${aug}
     "data.aug.cutmix_alpha": 0.0,
     "trainer.gradient_clip_val": None,
+    "data.normalize": "dataset",
 }
 
 
