@@ -286,6 +286,11 @@ def test_sweep_plot_legend_hides_no_bar_label(tmp_path):
     labels = [t for t in ax.texts if t.get_text()]
     assert sorted(t.get_text() for t in labels) == sorted(f"{a:.3f}" for a, _, _ in results)
     assert not any(t.get_window_extent(renderer).overlaps(legend) for t in labels)
+    # and nothing is cut off: every text, the legend and the rotated tick labels included,
+    # lies inside the figure
+    page = fig.bbox
+    for box in [legend, *(t.get_window_extent(renderer) for t in [*labels, *ax.get_xticklabels()])]:
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1
 
 
 def test_a_killed_run_shows_as_stale_and_a_live_one_as_running():
