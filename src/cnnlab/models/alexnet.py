@@ -6,15 +6,7 @@ from torch import nn
 
 from cnnlab.models import blocks
 from cnnlab.models.base import Layers, Net, check_io, output_shape
-from cnnlab.models.blocks import (
-    check_rate,
-    check_width,
-    conv_layers,
-    dense_layers,
-    head_layers,
-    scaled,
-    titled,
-)
+from cnnlab.models.blocks import check_rate, check_width, conv_layers, dense_layers, scaled
 
 # (name, out channels, kernel, padding, LRN after?, pool after?) of the paper's five conv layers
 _CONVS = (
@@ -62,7 +54,7 @@ class AlexNet(Net):
             if has_pool:
                 layers.append((f"{name}_pool", blocks.pool(pool, 3, stride=2, padding=1)))
             in_ch = out
-        layers += head_layers(head)
+        layers += blocks.head_layers(head)
         (flat,) = output_shape(layers, (c, h, w))
         fc = scaled(fc_width, width)
         layers += [
@@ -70,4 +62,4 @@ class AlexNet(Net):
             *dense_layers("F7", fc, fc, False, activation, dropout),
             ("F8", nn.Linear(fc, num_classes)),
         ]
-        super().__init__(layers, titled("AlexNet", head))
+        super().__init__(layers, blocks.titled("AlexNet", head))

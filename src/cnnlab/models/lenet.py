@@ -6,15 +6,7 @@ from torch import nn
 
 from cnnlab.models import blocks
 from cnnlab.models.base import Layers, Net, check_io, output_shape
-from cnnlab.models.blocks import (
-    check_rate,
-    check_width,
-    conv_layers,
-    dense_layers,
-    head_layers,
-    scaled,
-    titled,
-)
+from cnnlab.models.blocks import check_rate, check_width, conv_layers, dense_layers, scaled
 
 # LeNet-5 was designed for 32x32 inputs; smaller images (MNIST's 28x28) are zero-padded to it.
 LENET_SIZE = 32
@@ -51,7 +43,7 @@ class LeNet5(Net):
             ("S2", blocks.pool(pool, 2)),
             *conv_layers("C3", c1, c3, 5, 0, batch_norm, activation),
             ("S4", blocks.pool(pool, 2)),
-            *head_layers(head),
+            *blocks.head_layers(head),
         ]
         (flat,) = output_shape(features, (c, h, w))
         layers = features + [
@@ -59,7 +51,7 @@ class LeNet5(Net):
             *dense_layers("F6", f5, f6, batch_norm, activation, dropout),
             ("output", nn.Linear(f6, num_classes)),
         ]
-        super().__init__(layers, titled("LeNet-5", head))
+        super().__init__(layers, blocks.titled("LeNet-5", head))
 
 
 class LeNet5Classic(Net):

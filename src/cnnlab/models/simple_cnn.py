@@ -6,14 +6,7 @@ from torch import nn
 
 from cnnlab.models import blocks
 from cnnlab.models.base import Layers, Net, check_io, output_shape
-from cnnlab.models.blocks import (
-    check_rate,
-    check_width,
-    conv_layers,
-    dense_layers,
-    head_layers,
-    scaled,
-)
+from cnnlab.models.blocks import check_rate, check_width, conv_layers, dense_layers, scaled
 
 
 class SimpleCNN(Net):
@@ -47,7 +40,7 @@ class SimpleCNN(Net):
             layers += conv_layers(f"conv{i}", in_ch, out, 3, 1, batch_norm, activation)
             layers.append((f"pool{i}", blocks.pool(pool, 2)))
             in_ch = out
-        layers += head_layers(head)
+        layers += blocks.head_layers(head)
         (flat,) = output_shape(layers, (c, h, w))
         fc = scaled(fc_width, width)
         layers += [

@@ -7,15 +7,7 @@ from torch import nn
 from cnnlab.errors import ConfigError
 from cnnlab.models import blocks
 from cnnlab.models.base import Layers, Net, check_io, output_shape
-from cnnlab.models.blocks import (
-    check_rate,
-    check_width,
-    conv_layers,
-    dense_layers,
-    head_layers,
-    scaled,
-    titled,
-)
+from cnnlab.models.blocks import check_rate, check_width, conv_layers, dense_layers, scaled
 
 STAGE_CHANNELS = (64, 128, 256, 512, 512)
 # convs per stage for each depth (the paper's configurations A, B, D and E)
@@ -67,7 +59,7 @@ class VGG(Net):
                 layers += conv_layers(f"conv{stage}_{i}", in_ch, out, 3, 1, batch_norm, activation)
                 in_ch = out
             layers.append((f"pool{stage}", blocks.pool(pool, 2, ceil_mode=True)))
-        layers += head_layers(head)
+        layers += blocks.head_layers(head)
         (flat,) = output_shape(layers, (c, h, w))
         fc = scaled(fc_width, width)
         layers += [
@@ -76,4 +68,4 @@ class VGG(Net):
             *dense_layers("F7", fc, fc, False, activation, 0.0),
             ("F8", nn.Linear(fc, num_classes)),
         ]
-        super().__init__(layers, titled(f"VGG-{depth}", head))
+        super().__init__(layers, blocks.titled(f"VGG-{depth}", head))
