@@ -33,6 +33,8 @@ TRAIN_CASES = [
     (["ema.enabled=true", "ema.decay=1"], r"ema.decay=1 must be in \(0, 1\)"),
     (["aug.mixup_alpha=-0.2"], r"aug.mixup_alpha=-0.2 must be a number >= 0"),
     (["trainer.gradient_clip_val=-1"], r"trainer.gradient_clip_val=-1 must be a positive number"),
+    (["model.head=avg"], r"Unknown model.head='avg'. Valid: flatten, gap, gmp"),
+    (["model=resnet20", "model.head=flatten"], r"model.head=flatten does not suit a ResNet"),
     (["data.normalize=mean"], r"Unknown data.normalize='mean'. Valid: dataset \(.*\); half"),
 ]
 
