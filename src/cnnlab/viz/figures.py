@@ -272,14 +272,15 @@ def input_and_cam_figure(image: torch.Tensor, cam: torch.Tensor, label: str, tit
 def augmentation_figure(rows: Sequence[torch.Tensor], title: str) -> Figure:
     """Rows of uint8 (n, C, H, W) images as they are (not stretched: a brightness change must
     show), each row labelled at its left: ``original``, ``draw 1``, ``draw 2``..."""
-    from cnnlab.viz.grids import ROW_PAD, image_grid, row_labels
+    from cnnlab.viz.grids import ROW_PAD, image_grid
 
     n, _, h, _ = rows[0].shape
     grid = image_grid(torch.cat(list(rows)), nrow=n, upscale=1).permute(1, 2, 0).numpy()
     fig, ax = subplots(figsize=(0.75 * n + 1.0, 0.75 * len(rows) + 0.5))
     ax.imshow(grid, interpolation="nearest")
     centres = [ROW_PAD + r * (h + ROW_PAD) + h / 2 for r in range(len(rows))]
-    ax.set_yticks(centres, row_labels(len(rows)), fontsize=9)
+    labels = ["original", *(f"draw {r}" for r in range(1, len(rows)))]
+    ax.set_yticks(centres, labels, fontsize=9)
     ax.set_xticks([])
     ax.tick_params(length=0)
     for spine in ax.spines.values():

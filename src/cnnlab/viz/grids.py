@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
+ROW_PAD = 2  # pixels between the images of a grid (and around it)
+
 
 def image_grid(images: torch.Tensor, nrow: int, upscale: int = 2) -> torch.Tensor:
     """uint8 (N, C, H, W) -> one uint8 (3, H', W') grid, upscaled so 28 px digits are visible."""
@@ -44,10 +46,3 @@ def augmentation_preview(datamodule, n: int = 8, repeats: int = 3) -> torch.Tens
     """First row: ``n`` training images as stored; each further row: a new augmented draw."""
     rows = augmentation_rows(datamodule, n, repeats)
     return image_grid(torch.cat(rows), nrow=len(rows[0]))
-
-
-ROW_PAD = 2  # make_grid's padding in image_grid
-
-
-def row_labels(rows: int) -> list[str]:
-    return ["original", *(f"draw {r}" for r in range(1, rows))]
