@@ -17,6 +17,7 @@ from torch import nn
 
 from cnnlab.compare import Run, table
 from cnnlab.config import compose_config
+from cnnlab.errors import ConfigError
 from cnnlab.metrics import per_class_accuracy
 from cnnlab.record import fingerprint, read_metrics
 from cnnlab.run import build, train
@@ -91,6 +92,8 @@ RESULT_CHANGING = [
     "data.batch_size=64",
     "data.val_size=1000",
     "data.split_seed=1",
+    "data.normalize=half",
+    "model.head=gap",
     "optimizer.lr=0.01",
     "optimizer=sgd",
     "scheduler=cosine",
@@ -119,6 +122,29 @@ def test_the_fingerprint_changes_with_every_result_changing_key(override, tmp_pa
 def test_the_fingerprint_ignores_where_and_how_things_are_shown(override, tmp_path):
     base = fingerprint(compose_config("train", [], output_dir=tmp_path))
     assert fingerprint(compose_config("train", [override], output_dir=tmp_path)) == base
+
+
+@pytest.mark.parametrize("model", ["lenet", "alexnet", "vgg16", "resnet20", "simple_cnn"])
+def test_model_head_left_as_it_was_keeps_the_fingerprint_of_runs_made_before_it(model, tmp_path):
+    from omegaconf import open_dict
+
+    cfg = compose_config("train", [f"model={model}"], output_dir=tmp_path)
+    before = cfg.copy()
+    with open_dict(before):
+        before.model.pop("head")  # the config as recorded before these families had the key
+    # simple_cnn had model.head from the start: its runs were recorded with it
+    assert (fingerprint(before) == fingerprint(cfg)) is (model != "simple_cnn")
+    other = "gmp" if model == "resnet20" else "gap"
+    changed = compose_config(
+        "train", [f"model={model}", f"model.head={other}"], output_dir=tmp_path
+    )
+    assert fingerprint(changed) != fingerprint(cfg)
+
+
+@pytest.mark.parametrize("model", ["mlp", "lenet_classic"])
+def test_families_without_a_head_switch_refuse_it(model, tmp_path):
+    with pytest.raises(ConfigError, match=r"Could not override 'model.head'"):
+        compose_config("train", [f"model={model}", "model.head=gap"], output_dir=tmp_path)
 
 
 def test_comparison_table_sorts_best_first_and_runs_without_results_last():
@@ -260,6 +286,11 @@ def test_sweep_plot_legend_hides_no_bar_label(tmp_path):
     labels = [t for t in ax.texts if t.get_text()]
     assert sorted(t.get_text() for t in labels) == sorted(f"{a:.3f}" for a, _, _ in results)
     assert not any(t.get_window_extent(renderer).overlaps(legend) for t in labels)
+    # and nothing is cut off: every text, the legend and the rotated tick labels included,
+    # lies inside the figure
+    page = fig.bbox
+    for box in [legend, *(t.get_window_extent(renderer) for t in [*labels, *ax.get_xticklabels()])]:
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1
 
 
 def test_a_killed_run_shows_as_stale_and_a_live_one_as_running():

@@ -251,28 +251,114 @@ def test_bad_vgg_depth_lists_valid_depths():
         VGG((3, 32, 32), 10, depth=12)
 
 
-@pytest.mark.parametrize(
-    "head,fc_in", [("flatten", 4 * 4 * 64), ("gap", 64), ("gmp", 64)], ids=["flatten", "gap", "gmp"]
-)
-def test_simple_cnn_is_the_decks_network_with_a_choice_of_head(head, fc_in):
+def test_simple_cnn_is_the_decks_network():
     from cnnlab.models.simple_cnn import SimpleCNN
 
-    net = SimpleCNN((3, 32, 32), 10, head=head)
+    net = SimpleCNN((3, 32, 32), 10)
     convs = [(m.in_channels, m.out_channels, m.kernel_size, m.padding) for _, m in find_convs(net)]
     assert convs == [(3, 16, (3, 3), (1, 1)), (16, 32, (3, 3), (1, 1)), (32, 64, (3, 3), (1, 1))]
-    assert net.fc1.in_features == fc_in
-    # convs 448 + 4,640 + 18,496; dense fc_in*256+256; output 256*10+10
-    assert count_params(net) == 448 + 4640 + 18496 + fc_in * 256 + 256 + 2570
-    x = torch.randn(2, 3, 32, 32)
-    children = list(net.children())
-    feats = nn.Sequential(*children[: list(dict(net.named_children())).index("head")])(x)
-    pooled = {"flatten": feats.flatten(1), "gap": feats.mean((2, 3)), "gmp": feats.amax((2, 3))}
-    torch.testing.assert_close(net.head(feats), pooled[head])
     _train_step(net, (3, 32, 32))
 
 
-def test_simple_cnn_refuses_an_unknown_head():
-    from cnnlab.models.simple_cnn import SimpleCNN
+# -- model.head=flatten|gap|gmp ------------------------------------------------------------
+def _conv(c_in, c_out, k, bias=True):
+    return c_in * c_out * k * k + (c_out if bias else 0)
 
-    with pytest.raises(ConfigError, match=r"Unknown model.head='avg'. Valid: flatten, gap, gmp"):
-        SimpleCNN((3, 32, 32), 10, head="avg")
+
+def _dense(n_in, n_out):
+    return n_in * n_out + n_out
+
+
+def _expected_params(family: str, head: str) -> int:
+    """Parameter counts written out by hand from each paper's layout (channels after width)."""
+    pooled = head != "flatten"
+    if family == "simple_cnn":  # 3x32x32: three 3x3 convs 16, 32, 64; last maps 4x4
+        convs = _conv(3, 16, 3) + _conv(16, 32, 3) + _conv(32, 64, 3)
+        return convs + _dense(64 if pooled else 4 * 4 * 64, 256) + _dense(256, 10)
+    if family == "lenet":  # 1x28x28 padded to 32: C1 6@5x5, C3 16@5x5, maps 5x5 after S4
+        convs = _conv(1, 6, 5) + _conv(6, 16, 5)
+        return convs + _dense(16 if pooled else 5 * 5 * 16, 120) + _dense(120, 84) + _dense(84, 10)
+    if family == "alexnet":  # 3x32x32, width 0.25: 24, 64, 96, 96, 64; three 3/2 pools: 4x4
+        chans = [3, 24, 64, 96, 96, 64]
+        convs = sum(
+            _conv(a, b, k) for a, b, k in zip(chans[:-1], chans[1:], (5, 5, 3, 3, 3), strict=True)
+        )
+        fc = 1024
+        return convs + _dense(64 if pooled else 4 * 4 * 64, fc) + _dense(fc, fc) + _dense(fc, 10)
+    if family == "vgg":  # VGG-11 on 3x64x64, width 0.25, batch norm: 5 pools leave 2x2 maps
+        chans = [3, 16, 32, 64, 64, 128, 128, 128, 128]
+        convs = sum(
+            _conv(a, b, 3, bias=False) + 2 * b for a, b in zip(chans[:-1], chans[1:], strict=True)
+        )
+        fc = 128
+        return convs + _dense(128 if pooled else 2 * 2 * 128, fc) + _dense(fc, fc) + _dense(fc, 10)
+    raise AssertionError(family)
+
+
+HEAD_NETS = {
+    "simple_cnn": ("cnnlab.models.simple_cnn.SimpleCNN", (3, 32, 32)),
+    "lenet": (LeNet5, (1, 28, 28)),
+    "alexnet": (AlexNet, (3, 32, 32)),
+    "vgg": (VGG, (3, 64, 64)),
+}
+
+
+def _head_net(family: str, head: str) -> nn.Module:
+    cls, shape = HEAD_NETS[family]
+    if isinstance(cls, str):
+        from cnnlab.models.simple_cnn import SimpleCNN as cls
+    return cls(shape, 10, head=head)
+
+
+@pytest.mark.parametrize("head", ["flatten", "gap", "gmp"])
+@pytest.mark.parametrize("family", list(HEAD_NETS))
+def test_every_conv_family_takes_a_head_and_pools_as_it_says(family, head):
+    net = _head_net(family, head)
+    shape = HEAD_NETS[family][1]
+    assert count_params(net) == _expected_params(family, head)
+    # the head's output is every value, or each channel's mean / max of the last maps
+    names = list(dict(net.named_children()))
+    first_head_layer = names.index(head if head != "flatten" else "flatten")
+    x = torch.randn(2, *shape)
+    maps = nn.Sequential(*list(net.children())[:first_head_layer])(x)
+    vector = nn.Sequential(*list(net.children())[: names.index("flatten") + 1])(x)
+    pooled = {"flatten": maps.flatten(1), "gap": maps.mean((2, 3)), "gmp": maps.amax((2, 3))}
+    torch.testing.assert_close(vector, pooled[head])
+    # after the head every unit sees the whole image: the layer table's receptive field says so
+    rf = {row.name: row.receptive_field for row in layer_rows(net, shape)}
+    assert rf["flatten"] == max(shape[1:]) and rf.get(head, rf["flatten"]) == max(shape[1:])
+    _train_step(net, shape)
+
+
+@pytest.mark.parametrize("family", ["lenet", "alexnet"])
+def test_a_global_pooling_head_takes_larger_images_than_it_was_built_for(family):
+    shape = HEAD_NETS[family][1]
+    bigger = torch.randn(2, shape[0], shape[1] * 2, shape[2] * 2)
+    assert _head_net(family, "gap")(bigger).shape == (2, 10)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        _head_net(family, "flatten")(bigger)  # the first dense layer expects the built size
+
+
+@pytest.mark.parametrize("family", list(HEAD_NETS))
+def test_an_unknown_head_is_refused_with_the_valid_ones(family):
+    with pytest.raises(
+        ConfigError,
+        match=r"Unknown model.head='avg'. Valid: flatten, gap, gmp \(e.g. model.head=gap\)",
+    ):
+        _head_net(family, "avg")
+
+
+def test_resnet_pools_globally_by_design_and_refuses_flatten():
+    x = torch.randn(2, 3, 32, 32)
+    nets = {head: ResNet((3, 32, 32), 10, head=head) for head in ("gap", "gmp")}
+    # same weights, so only the pooling differs; the paper's gap is the default
+    nets["gmp"].load_state_dict(nets["gap"].state_dict())
+    assert count_params(nets["gmp"]) == count_params(ResNet((3, 32, 32), 10))
+    for net in nets.values():
+        net.eval()
+    maps = nets["gap"].stages(nets["gap"].stem(x))
+    last = nets["gap"].head[-1]
+    for head, reduce in (("gap", maps.mean((2, 3))), ("gmp", maps.amax((2, 3)))):
+        torch.testing.assert_close(nets[head](x), last(reduce))
+    with pytest.raises(ConfigError, match=r"model.head=flatten does not suit a ResNet.*gap"):
+        ResNet((3, 32, 32), 10, head="flatten")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import gzip
 import os
+import socket
 import tarfile
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import pytest
 
@@ -60,8 +64,73 @@ def test_failed_download_is_reported_not_raised(data_dir, monkeypatch):
         )
 
     monkeypatch.setattr(get_spec("mnist").format.tv_class, "download", offline)
+    monkeypatch.setattr(socket, "getaddrinfo", _resolves)
     with pytest.raises(DataError, match=r"download from https?://\S+: <urlopen error"):
         ensure_dataset("mnist", data_dir, mirrors=[], download=True)
+
+
+def _resolves(host, *args, **kwargs):
+    """getaddrinfo of a network that works: any name resolves."""
+    return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", 443))]
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "svhn"])
+def test_offline_download_fails_fast_after_one_lookup_and_leaves_no_folders(
+    name, tmp_path, monkeypatch
+):
+    lookups, opened = [], []
+
+    def no_dns(host, *args, **kwargs):  # what a machine without network answers
+        lookups.append(host)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    def no_urlopen(*args, **kwargs):
+        opened.append(args)
+        raise urllib.error.URLError(socket.gaierror(socket.EAI_AGAIN, "no network"))
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(urllib.request, "urlopen", no_urlopen)
+    data_dir = tmp_path / "data"  # not there yet, as on a first run
+    messages = []
+    start = time.perf_counter()
+    for _ in range(2):  # the second attempt meets the same data_dir, so the same message
+        with pytest.raises(DataError) as err:
+            ensure_dataset(name, data_dir, mirrors=[], download=True)
+        messages.append(str(err.value))
+    assert time.perf_counter() - start < 3
+    assert messages[0] == messages[1]
+    host = urllib.parse.urlsplit(get_spec(name).format.download_url()).hostname
+    assert lookups == [host, host] and opened == []  # one lookup per call, no mirror tried
+    (line,) = [x for x in messages[0].splitlines() if "download from" in x]
+    assert f"no network: {host} cannot be resolved (Temporary failure in name resolution)" in line
+    assert not data_dir.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_resolver_that_hangs_counts_as_offline(data_dir, monkeypatch):
+    import cnnlab.data.sources as sources
+
+    monkeypatch.setattr(sources, "DNS_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: time.sleep(3))
+    start = time.perf_counter()
+    with pytest.raises(DataError, match=r"no network: looking up \S+ took over 0.2 s"):
+        ensure_dataset("mnist", data_dir, mirrors=[], download=True)
+    assert time.perf_counter() - start < 2
+
+
+def test_a_failed_download_takes_back_the_empty_folders_it_made(data_dir, monkeypatch):
+    opened = []
+
+    def refused(*args, **kwargs):  # the name resolved, the server did not answer
+        opened.append(args)
+        raise urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+
+    monkeypatch.setattr(socket, "getaddrinfo", _resolves)
+    monkeypatch.setattr(urllib.request, "urlopen", refused)
+    (data_dir / "notes.txt").write_text("the user's")
+    with pytest.raises(DataError, match=r"download from https?://\S+: .*Connection refused"):
+        ensure_dataset("mnist", data_dir, mirrors=[], download=True)
+    assert opened  # torchvision did try (each of its mirrors)
+    assert sorted(p.name for p in data_dir.iterdir()) == ["notes.txt"]  # no empty MNIST/raw
 
 
 def test_truncated_idx_file_is_named(tiny_mnist):

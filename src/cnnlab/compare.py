@@ -339,7 +339,11 @@ def plot(
     stats = [g.value(metric) for g in done]
     values = [v.mean if isinstance(v, Stat) else v for v in stats]
     errors = [(v.std or 0.0) if isinstance(v, Stat) else 0.0 for v in stats]
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(done) + 2), 4))
+    legend = bool(keys) and len(palette) > 1
+    # room beside the axes for the legend, so it neither hides a bar label nor squeezes the axes
+    # until the rotated tick labels run off the figure's left edge
+    width = max(5.0, 0.6 * len(done) + 2) + (0.1 * max(map(len, map(str, palette))) + 2.0) * legend
+    fig, ax = plt.subplots(figsize=(width, 4))
     ax.bar(
         range(len(done)),
         values,
@@ -360,7 +364,7 @@ def plot(
         max(0.0, low - (high - low) - 0.02),
         min(1.0, high + 0.02) if high <= 1 else None,
     )
-    if keys and len(palette) > 1:  # beside the axes: inside, it can hide a bar's label
+    if legend:  # beside the axes: inside, it can hide a bar's label
         handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in palette.values()]
         ax.legend(
             handles,

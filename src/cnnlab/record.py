@@ -78,6 +78,12 @@ ADDED_SWITCHES: dict[str, Any] = {
     "data.aug.mixup_alpha": 0.0,  # data.aug is ${aug}
     "data.aug.cutmix_alpha": 0.0,
     "trainer.gradient_clip_val": None,
+    "data.normalize": "dataset",
+}
+# model keys added to some families only, with their value that changes nothing there
+# (simple_cnn had model.head from the start: its head stays in the hash)
+ADDED_MODEL_SWITCHES: dict[str, dict[str, Any]] = {
+    "head": {"LeNet5": "flatten", "AlexNet": "flatten", "VGG": "flatten", "ResNet": "gap"},
 }
 
 
@@ -101,6 +107,11 @@ def fingerprint(cfg: DictConfig) -> str:
             node = node.get(key) or {}
         if last in node and node[last] == off:
             del node[last]
+    model = plain.get("model") or {}
+    family = str(model.get("_target_", "")).rsplit(".", 1)[-1]
+    for key, offs in ADDED_MODEL_SWITCHES.items():
+        if family in offs and key in model and model[key] == offs[family]:
+            del model[key]
     plain.get("trainer", {}).pop("default_root_dir", None)
     for key in ("data_dir", "mirrors", "download", "num_workers", "pin_memory"):
         plain.get("data", {}).pop(key, None)

@@ -16,7 +16,7 @@ from cnnlab.data.aug_params import aug_params, switched_on
 from cnnlab.data.batch_augment import BatchAugmentation, BatchMix
 from cnnlab.data.memory import BatchIndexSampler, ResumableLoader, TensorImageDataset
 from cnnlab.data.sources import DEFAULT_MIRRORS, ensure_dataset
-from cnnlab.data.specs import DatasetSpec, get_spec, normalize
+from cnnlab.data.specs import DatasetSpec, get_spec, normalization_stats, normalize
 from cnnlab.data.splits import check_folds, holdout, split_count, stratified_fold
 from cnnlab.errors import ConfigError
 
@@ -49,6 +49,7 @@ class ImageDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         resident: bool = False,
         shuffle: bool = True,
+        normalize: str = "dataset",
     ):
         super().__init__()
         self.spec: DatasetSpec = self._make_spec(name)
@@ -83,8 +84,11 @@ class ImageDataModule(pl.LightningDataModule):
             BatchMix.from_config(self.aug, self.num_classes, seed) if self.aug else None
         )
         self.train_set = self.val_set = self.test_set = None
-        # per-channel statistics the inputs are normalised with (a folder's: set in setup)
-        self.mean, self.std = self.spec.mean, self.spec.std
+        # per-channel statistics the inputs are normalised with (a folder's own: set in setup);
+        # checkpoints store them (cnnlab.checkpoint.RunInfo), so predict and export repeat them
+        self.normalize_mode = normalize
+        known = None if self.spec.mean is None else (self.spec.mean, self.spec.std)
+        self.mean, self.std = normalization_stats(normalize, known, self.spec.shape[0])
 
     def _make_spec(self, name: str) -> DatasetSpec:
         return get_spec(name)

@@ -7,7 +7,8 @@ the validation split is (``data.val_size``). Images of any size and colour mode 
 resized to ``data.image_size`` with ``data.channels`` 3 (RGB) or 1 (grayscale) and held in
 memory as uint8 like the built-in datasets, so augmentation, the in-memory batches and
 everything downstream work unchanged. Normalisation uses the mean and std of the training
-split (computed in ``setup``; the checkpoint stores them for prediction).
+split (computed in ``setup``; the checkpoint stores them for prediction), unless
+``data.normalize`` chooses fixed constants (``half``, ``none``).
 
 The class folders are listed when the DataModule is built (the model needs the class
 count before any image is read); images are decoded in ``setup``, once: the decoded tensor
@@ -272,5 +273,6 @@ class FolderDataModule(ImageDataModule):
             train_x, train_y = train_x[train_idx], train_y[train_idx]
         # the statistics of the whole training split, as the built-in datasets' published
         # values are (the validation split is carved from it afterwards)
-        self.mean, self.std = channel_stats(train_x)
+        if self.normalize_mode == "dataset":
+            self.mean, self.std = channel_stats(train_x)
         return train_x, train_y, test_x, test_y

@@ -7,7 +7,9 @@ torchvision code. ``ensure_dataset`` fills that layout from, in order:
 1. ``data_dir`` itself: torchvision's layout, or the files (raw or ``.gz``) dropped anywhere
    a user would plausibly put them (``data_dir/``, ``data_dir/mnist/``...);
 2. OS dataset mirrors such as Debian's ``/usr/share/datasets/fashion-mnist/``;
-3. torchvision's own download (official URLs, md5-checked, with a progress bar).
+3. torchvision's own download (official URLs, md5-checked, with a progress bar), after one
+   DNS lookup of the first URL's host: offline, that one lookup fails and nothing else is
+   tried, instead of every mirror URL failing it in turn.
 
 Every file is checked before use by its format (``formats.py``), so a truncated download
 fails with the file's name instead of a numpy stack trace. Several processes may prepare
@@ -18,13 +20,17 @@ whole one.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import logging
 import os
 import shutil
+import socket
 import tarfile
 import tempfile
+import threading
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,6 +41,9 @@ from cnnlab.files import disk_full
 log = logging.getLogger(__name__)
 
 DEFAULT_MIRRORS = ("/usr/share/datasets",)
+# a resolver that has not answered by then is taken for no network (a working one answers in
+# milliseconds; an unreachable one only gives up after its own timeouts, 5 s each or more)
+DNS_TIMEOUT_S = 5.0
 
 __all__ = ["DEFAULT_MIRRORS", "SPECS", "DatasetSpec", "ensure_dataset", "get_spec", "verify"]
 
@@ -151,6 +160,56 @@ def _extract_archive(spec: DatasetSpec, data_dir: Path) -> bool:
     return True
 
 
+def _unreachable(url: str) -> str | None:
+    """Why ``url``'s host cannot be reached (its name does not resolve), or None if it can."""
+    host, timeout = urllib.parse.urlsplit(url).hostname or url, DNS_TIMEOUT_S
+    outcome: list[BaseException | None] = []
+
+    def lookup() -> None:
+        try:
+            socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+            outcome.append(None)
+        except OSError as e:  # socket.gaierror: no resolver, no route, unknown name
+            outcome.append(e)
+
+    # getaddrinfo has no timeout of its own; a daemon thread is abandoned if it hangs
+    thread = threading.Thread(target=lookup, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return f"no network: looking up {host} took over {timeout:g} s"
+    if outcome[0] is not None:
+        e = outcome[0]
+        return f"no network: {host} cannot be resolved ({getattr(e, 'strerror', None) or e})"
+    return None
+
+
+def _download(spec: DatasetSpec, data_dir: Path) -> str | None:
+    """torchvision's download into ``data_dir``; what went wrong (one line), or None.
+
+    A failed attempt takes back the folders it created that are still empty, so the next
+    attempt (and its message) sees ``data_dir`` as it was.
+    """
+    url = spec.format.download_url()
+    offline = _unreachable(url)
+    if offline is not None:
+        return f"download from {url}: {offline}"
+    target = spec.target_dir(data_dir)
+    created = [d for d in (target, *target.parents) if not d.exists()]
+    try:
+        _ensure_writable(data_dir)
+        spec.format.download(data_dir)
+    except DataError:
+        raise
+    except Exception as e:  # network errors come in many types; report, don't crash
+        for folder in created:  # deepest first; a folder with anything in it stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        first = str(e).strip().splitlines()
+        return f"download from {url}: {first[-1] if first else e}"
+    return None
+
+
 def ensure_dataset(
     name: str,
     data_dir: str | os.PathLike,
@@ -184,17 +243,11 @@ def ensure_dataset(
 
     if download:
         log.info("Downloading %s into %s", spec.title, data_dir)
-        try:
-            _ensure_writable(data_dir)
-            spec.format.download(data_dir)
-        except DataError:
-            raise
-        except Exception as e:  # network errors come in many types; report, don't crash
-            first = str(e).strip().splitlines()
-            tried.append(f"download from {spec.format.download_url()}: {first[-1] if first else e}")
-        else:
+        failed = _download(spec, data_dir)
+        if failed is None:
             verify(spec, target)
             return target
+        tried.append(failed)
     else:
         tried.append("download: disabled (data.download=false)")
 

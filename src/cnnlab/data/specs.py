@@ -16,7 +16,7 @@ import torch
 from torchvision import datasets as tvd
 
 from cnnlab.data.formats import CifarBatches, Format, Idx, Split, SvhnMat
-from cnnlab.errors import DataError
+from cnnlab.errors import ConfigError, DataError
 from cnnlab.photo import Framing
 
 
@@ -143,6 +143,35 @@ def get_spec(name: str) -> DatasetSpec:
             f"Unknown dataset {name!r}. Valid: {', '.join(sorted(SPECS))} "
             f"(choose one with data=<name>, or data=folder data.root=PATH for your own images)."
         ) from None
+
+
+# data.normalize: which per-channel (mean, std) inputs are normalised with
+NORMALIZE_MODES = {
+    "dataset": "the dataset's own mean and std",
+    "half": "mean 0.5, std 0.5 per channel: inputs in [-1, 1], as in the course's deck 001",
+    "none": "mean 0, std 1: inputs stay in [0, 1]",
+}
+
+
+def normalization_stats(
+    mode: str, dataset_stats: tuple[tuple[float, ...], tuple[float, ...]] | None, channels: int
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """The (mean, std) that ``data.normalize=mode`` gives images of ``channels`` channels.
+
+    ``dataset_stats``: the dataset's own (mean, std), or None where they are only known once
+    the images are read (a folder's); ``dataset`` then gives (None, None) until they are.
+    """
+    if mode not in NORMALIZE_MODES:
+        raise ConfigError(
+            f"Unknown data.normalize={mode!r}. Valid: "
+            + "; ".join(f"{k} ({v})" for k, v in NORMALIZE_MODES.items())
+            + ". E.g. data.normalize=half."
+        )
+    if mode == "half":
+        return (0.5,) * channels, (0.5,) * channels
+    if mode == "none":
+        return (0.0,) * channels, (1.0,) * channels
+    return dataset_stats if dataset_stats is not None else (None, None)
 
 
 @functools.lru_cache(maxsize=16)

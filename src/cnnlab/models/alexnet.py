@@ -30,13 +30,15 @@ class AlexNet(Net):
         pool: str = "max",
         width: float = 0.25,
         fc_width: int = 4096,
+        head: str = "flatten",
     ) -> None:
         """C1-C5 convs, F6-F7 dense with dropout, F8 output.
 
         As in the paper: ReLU everywhere, local response normalisation after C1-C2 (``lrn``),
         overlapping 3x3 stride-2 pooling after C1, C2 and C5, dropout in F6-F7. ``batch_norm``
         adds the modern alternative after every conv. ``width`` scales every layer; the default
-        0.25 (24..96 channels, 1024-unit dense layers) keeps it CPU-sized.
+        0.25 (24..96 channels, 1024-unit dense layers) keeps it CPU-sized. ``head``: ``gap`` /
+        ``gmp`` feed F6 one value per C5 channel instead of every value of C5's maps.
         """
         (c, h, w), num_classes = check_io(input_shape, num_classes)
         dropout, width = check_rate("model.dropout", dropout), check_width(width)
@@ -52,7 +54,7 @@ class AlexNet(Net):
             if has_pool:
                 layers.append((f"{name}_pool", blocks.pool(pool, 3, stride=2, padding=1)))
             in_ch = out
-        layers.append(("flatten", nn.Flatten()))
+        layers += blocks.head_layers(head)
         (flat,) = output_shape(layers, (c, h, w))
         fc = scaled(fc_width, width)
         layers += [
@@ -60,4 +62,4 @@ class AlexNet(Net):
             *dense_layers("F7", fc, fc, False, activation, dropout),
             ("F8", nn.Linear(fc, num_classes)),
         ]
-        super().__init__(layers, "AlexNet")
+        super().__init__(layers, blocks.titled("AlexNet", head))

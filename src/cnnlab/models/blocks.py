@@ -1,4 +1,4 @@
-"""Building blocks shared by the nets: activations, pooling (max/avg/min), conv blocks."""
+"""Building blocks shared by the nets: activations, pooling (max/avg/min), conv blocks, heads."""
 
 from __future__ import annotations
 
@@ -105,3 +105,28 @@ def dense_layers(
     if dropout > 0:
         layers.append((f"{prefix}_drop", nn.Dropout(dropout)))
     return layers
+
+
+# model.head: how the last feature maps become a vector for the dense layers. flatten keeps
+# every value; gap / gmp keep one average / maximum per channel (deck 003's global pooling):
+# far fewer inputs to the first dense layer, and a net that takes any image size.
+GLOBAL_POOLS: dict[str, type[nn.Module]] = {
+    "gap": nn.AdaptiveAvgPool2d,
+    "gmp": nn.AdaptiveMaxPool2d,
+}
+HEADS = ("flatten", *GLOBAL_POOLS)
+
+
+def head_layers(name: str) -> list[tuple[str, nn.Module]]:
+    """[global pool (gap, gmp)] -> flatten, named ``gap``/``gmp`` and ``flatten``."""
+    if name not in HEADS:
+        raise ConfigError(
+            f"Unknown model.head={name!r}. Valid: {', '.join(HEADS)} (e.g. model.head=gap)."
+        )
+    pool = [(name, GLOBAL_POOLS[name](1))] if name in GLOBAL_POOLS else []
+    return [*pool, ("flatten", nn.Flatten())]
+
+
+def titled(title: str, head: str) -> str:
+    """The net's title, naming a head other than the paper's flatten."""
+    return title if head == "flatten" else f"{title} ({head})"

@@ -26,11 +26,14 @@ class LeNet5(Net):
         activation: str = "relu",
         pool: str = "max",
         width: float = 1.0,
+        head: str = "flatten",
     ) -> None:
         """Modern LeNet-5: C1 6@5x5 -> pool -> C3 16@5x5 -> pool -> F5 120 -> F6 84 -> output.
 
         ReLU and max-pooling by default, optional batch norm after every conv/dense layer and
         dropout in F5-F6; ``width`` scales every layer (2.0 doubles the channels and units).
+        ``head``: ``gap`` / ``gmp`` feed F5 one value per C3 channel (16) instead of the
+        5x5x16 = 400 of ``flatten``.
         """
         (c, h, w), num_classes = check_io(input_shape, num_classes)
         dropout, width = check_rate("model.dropout", dropout), check_width(width)
@@ -40,7 +43,7 @@ class LeNet5(Net):
             ("S2", blocks.pool(pool, 2)),
             *conv_layers("C3", c1, c3, 5, 0, batch_norm, activation),
             ("S4", blocks.pool(pool, 2)),
-            ("flatten", nn.Flatten()),
+            *blocks.head_layers(head),
         ]
         (flat,) = output_shape(features, (c, h, w))
         layers = features + [
@@ -48,7 +51,7 @@ class LeNet5(Net):
             *dense_layers("F6", f5, f6, batch_norm, activation, dropout),
             ("output", nn.Linear(f6, num_classes)),
         ]
-        super().__init__(layers, "LeNet-5")
+        super().__init__(layers, blocks.titled("LeNet-5", head))
 
 
 class LeNet5Classic(Net):

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from cnnlab.errors import ConfigError
 from cnnlab.models import blocks as b
 
 
@@ -51,7 +52,7 @@ class BasicBlock(nn.Module):
 
 class ResNet(nn.Module):
     """3x3 stem -> stages of basic blocks (each after the first halves the map) -> global
-    average pool -> [dropout] -> linear.
+    average pool (``head=gmp``: global max pool) -> [dropout] -> linear.
 
     ``blocks`` is the number of blocks per stage and ``channels`` their widths:
     ResNet-20 = [3, 3, 3] x [16, 32, 64], ResNet-56 = [9, 9, 9] x the same (the paper's
@@ -70,8 +71,15 @@ class ResNet(nn.Module):
         dropout: float = 0.0,
         activation: str = "relu",
         width: float = 1.0,
+        head: str = "gap",
     ):
         super().__init__()
+        if head == "flatten":  # the one head that would tie the net to one image size
+            raise ConfigError(
+                "model.head=flatten does not suit a ResNet: it ends in global pooling by design, "
+                "so the last linear layer stays small and any image size works. Use "
+                "model.head=gap (the paper's) or model.head=gmp (global max pooling)."
+            )
         if len(blocks) != len(channels) or not all(int(b) > 0 for b in blocks):
             raise ValueError(
                 f"model.blocks={list(blocks)} and model.channels={list(channels)} must be "
@@ -79,7 +87,7 @@ class ResNet(nn.Module):
             )
         dropout, width = b.check_rate("model.dropout", dropout), b.check_width(width)
         widths = [b.scaled(c, width) for c in channels]
-        self.title = f"ResNet-{2 + 2 * sum(blocks)}"
+        self.title = f"ResNet-{2 + 2 * sum(blocks)}" + (" (gmp)" if head == "gmp" else "")
         self.stem = nn.Sequential(
             nn.Conv2d(input_shape[0], widths[0], 3, 1, 1, bias=not batch_norm),
             _norm(widths[0], batch_norm),
@@ -101,8 +109,7 @@ class ResNet(nn.Module):
             in_ch = out_ch
         self.stages = nn.Sequential(*stages)
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
+            *(module for _, module in b.head_layers(head)),  # global pool, flatten
             nn.Dropout(dropout) if dropout else nn.Identity(),
             nn.Linear(in_ch, num_classes),
         )

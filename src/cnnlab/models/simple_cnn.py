@@ -4,17 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from cnnlab.errors import ConfigError
 from cnnlab.models import blocks
 from cnnlab.models.base import Layers, Net, check_io, output_shape
 from cnnlab.models.blocks import check_rate, check_width, conv_layers, dense_layers, scaled
-
-# how the last feature maps become a vector: all values (flatten), or one per channel
-HEADS = {
-    "flatten": lambda: nn.Flatten(),
-    "gap": lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),  # global average
-    "gmp": lambda: nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten()),  # global max
-}
 
 
 class SimpleCNN(Net):
@@ -41,8 +33,6 @@ class SimpleCNN(Net):
         """
         (c, h, w), num_classes = check_io(input_shape, num_classes)
         dropout, width = check_rate("model.dropout", dropout), check_width(width)
-        if head not in HEADS:
-            raise ConfigError(f"Unknown model.head={head!r}. Valid: {', '.join(HEADS)}.")
         layers: Layers = []
         in_ch = c
         for i, out in enumerate(channels, start=1):
@@ -50,7 +40,7 @@ class SimpleCNN(Net):
             layers += conv_layers(f"conv{i}", in_ch, out, 3, 1, batch_norm, activation)
             layers.append((f"pool{i}", blocks.pool(pool, 2)))
             in_ch = out
-        layers.append(("head", HEADS[head]()))
+        layers += blocks.head_layers(head)
         (flat,) = output_shape(layers, (c, h, w))
         fc = scaled(fc_width, width)
         layers += [

@@ -23,6 +23,7 @@ from cnnlab.models.blocks import ACTIVATIONS
 Shape = tuple[int, ...]  # (C, H, W) for feature maps, (F,) after flattening
 
 _WINDOWS = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)  # MinPool2d subclasses MaxPool2d
+_GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)  # model.head=gap|gmp
 _ACTIVATION_TYPES = tuple(ACTIVATIONS.values())
 
 
@@ -229,8 +230,11 @@ def layer_rows(net: nn.Module, input_shape: Shape) -> list[Row]:
             k, s = _pair(m.kernel_size)[0], _pair(m.stride)[0]
             rf += (k - 1) * _pair(getattr(m, "dilation", 1))[0] * jump
             jump *= s
-        if rf is not None and len(call.out_shape) != 3 and len(call.in_shape) == 3:
-            # flattening: every unit after it sees the whole input
+        global_pool = isinstance(m, _GLOBAL_POOLS) and tuple(call.out_shape[1:]) == (1, 1)
+        if rf is not None and (
+            global_pool or (len(call.out_shape) != 3 and len(call.in_shape) == 3)
+        ):
+            # flattening or pooling a whole map: every unit after it sees the whole input
             rf = max(input_shape[1:])
         if isinstance(m, _ACTIVATION_TYPES) and rows and call.chained:
             rows[-1].kind += f" + {type(m).__name__.lower()}"

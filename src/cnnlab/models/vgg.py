@@ -31,6 +31,7 @@ class VGG(Net):
         pool: str = "max",
         width: float = 0.25,
         fc_width: int = 512,
+        head: str = "flatten",
     ) -> None:
         """VGG-11/13/16/19 for small images.
 
@@ -38,7 +39,9 @@ class VGG(Net):
         3, 1, 0), so the pools round up (``ceil_mode``): 28 -> 14 -> 7 -> 4 -> 2 -> 1, and
         32 -> 16 -> 8 -> 4 -> 2 -> 1 as usual. The classifier is the paper's three dense layers,
         narrowed to ``fc_width`` units for 1x1 maps, with dropout before F6-F7. Batch norm is on by
-        default (VGG-BN); ``model.batch_norm=false`` gives the 2014 original.
+        default (VGG-BN); ``model.batch_norm=false`` gives the 2014 original. ``head``: on 28-32 px
+        images the last map is 1x1, so ``gap`` / ``gmp`` change nothing; on larger ones (a
+        folder's ``data.image_size=64``: 2x2) they keep the classifier's size fixed.
         """
         (c, h, w), num_classes = check_io(input_shape, num_classes)
         if depth not in DEPTHS:
@@ -56,7 +59,7 @@ class VGG(Net):
                 layers += conv_layers(f"conv{stage}_{i}", in_ch, out, 3, 1, batch_norm, activation)
                 in_ch = out
             layers.append((f"pool{stage}", blocks.pool(pool, 2, ceil_mode=True)))
-        layers.append(("flatten", nn.Flatten()))
+        layers += blocks.head_layers(head)
         (flat,) = output_shape(layers, (c, h, w))
         fc = scaled(fc_width, width)
         layers += [
@@ -65,4 +68,4 @@ class VGG(Net):
             *dense_layers("F7", fc, fc, False, activation, 0.0),
             ("F8", nn.Linear(fc, num_classes)),
         ]
-        super().__init__(layers, f"VGG-{depth}")
+        super().__init__(layers, blocks.titled(f"VGG-{depth}", head))

@@ -129,16 +129,21 @@ def mistakes_figure(
 
 
 def labelled_figure(
-    shown: np.ndarray, labels: Sequence[str], title: str, cols: int = 8, scale: float = 1.0
+    shown: np.ndarray,
+    labels: Sequence[str],
+    title: str,
+    cols: int = 8,
+    scale: float = 1.0,
+    cmap: str = "gray",
 ) -> Figure:
     """(N, H, W, C) images in [0, 1] as one mosaic, a label of up to two lines under each
-    (``scale``: size of the whole figure, text included)."""
+    (``scale``: size of the whole figure, text included; ``cmap``: for one channel)."""
     n, h, w, _ = shown.shape
     cols = max(1, min(cols, n))
     rows = -(-n // cols)
     below, pad = max(8, h * 2 // 3), max(1, w // 10)  # label room under each image
     fig, ax = subplots(figsize=(cols * 1.3 * scale, (rows * 1.5 + 0.3) * scale))
-    _mosaic(ax, tile(shown, cols, pad, below), interpolation="nearest")
+    _mosaic(ax, tile(shown, cols, pad, below), cmap=cmap, interpolation="nearest")
     for k, label in enumerate(labels):
         r, q = divmod(k, cols)
         x, y = q * (w + pad) + w / 2, r * (h + below + pad) + h + below / 2
@@ -168,16 +173,8 @@ def cam_figure(
     return labelled_figure(cam_overlay(images, maps), labels, title, cols)
 
 
-def _tiles(images: torch.Tensor, title: str, max_cols: int, inches: float, **show) -> Figure:
-    """A grid of (N, C, H, W) images, each stretched to its own range."""
-    shown = to_display(images)
-    cols = min(max_cols, len(shown))
-    rows = -(-len(shown) // cols)
-    fig, ax = subplots(figsize=(cols * inches, rows * inches + 0.4))
-    _mosaic(ax, tile(shown, cols, pad=max(1, shown.shape[2] // 8)), **show)
-    fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.4 / (rows * inches + 0.4))
-    return fig
+# filters and feature maps: large enough to read each tile's label
+FIGURE_SCALE = 1.5
 
 
 def filters_title(name: str, conv: nn.Conv2d) -> str:
@@ -189,10 +186,16 @@ def filters_title(name: str, conv: nn.Conv2d) -> str:
 
 
 def filters_figure(conv: nn.Conv2d, title: str, max_filters: int = 64) -> Figure:
-    """One tile per output channel: RGB when the layer sees 3 channels, else the channel mean."""
+    """One labelled tile per output channel, each stretched to its own range: RGB when the
+    layer sees 3 channels, else the mean over its input channels (``filters_title`` says so)."""
     w = conv.weight.detach().cpu()[:max_filters]
     tiles = w if w.shape[1] == 3 else w.mean(dim=1, keepdim=True)
-    return _tiles(tiles, title, max_cols=16, inches=0.6, interpolation="nearest")
+    labels = [f"filter {k + 1}" for k in range(len(tiles))]
+    shown = to_display(tiles)
+    # a 3x3 or 5x5 kernel blown up to about 24 px, so the label room under it is to scale
+    f = max(1, -(-24 // shown.shape[1]))
+    shown = shown.repeat(f, axis=1).repeat(f, axis=2)
+    return labelled_figure(shown, labels, title, cols=8, scale=FIGURE_SCALE)
 
 
 # layers that keep a conv's map element by element: a conv block's output is the conv's
@@ -231,13 +234,19 @@ def feature_maps(net: nn.Module, x: torch.Tensor, max_layers: int = 8) -> dict[s
 
 
 def feature_map_figure(fmap: torch.Tensor, title: str, max_maps: int = 32) -> Figure:
-    """One tile per channel of a (C, H, W) activation."""
+    """One labelled tile per channel of a (C, H, W) activation, each stretched to its own
+    range (the label gives the range: a map that is all zeros after ReLU says so)."""
     c, h, w = fmap.shape
-    return _tiles(
-        fmap[:max_maps].unsqueeze(1),
+    maps = fmap[:max_maps].detach().float().cpu()
+    labels = [
+        f"channel {k + 1}\n{float(m.min()):.2g} to {float(m.max()):.2g}" for k, m in enumerate(maps)
+    ]
+    return labelled_figure(
+        to_display(maps.unsqueeze(1)),
+        labels,
         f"{title}: {c} maps of {h}x{w}",
-        max_cols=8,
-        inches=0.9,
+        cols=8,
+        scale=FIGURE_SCALE,
         cmap="viridis",
     )
 
@@ -258,3 +267,23 @@ def input_and_cam_figure(image: torch.Tensor, cam: torch.Tensor, label: str, tit
     """One image (C, H, W) as the net saw it, beside it under its map (H, W)."""
     shown = np.concatenate([_rgb(image[None]), cam_overlay(image[None], cam[None])])
     return labelled_figure(shown, ["input", label], title, cols=2, scale=1.6)
+
+
+def augmentation_figure(rows: Sequence[torch.Tensor], title: str) -> Figure:
+    """Rows of uint8 (n, C, H, W) images as they are (not stretched: a brightness change must
+    show), each row labelled at its left: ``original``, ``draw 1``, ``draw 2``..."""
+    from cnnlab.viz.grids import ROW_PAD, image_grid
+
+    n, _, h, _ = rows[0].shape
+    grid = image_grid(torch.cat(list(rows)), nrow=n, upscale=1).permute(1, 2, 0).numpy()
+    fig, ax = subplots(figsize=(0.75 * n + 1.0, 0.75 * len(rows) + 0.5))
+    ax.imshow(grid, interpolation="nearest")
+    centres = [ROW_PAD + r * (h + ROW_PAD) + h / 2 for r in range(len(rows))]
+    labels = ["original", *(f"draw {r}" for r in range(1, len(rows)))]
+    ax.set_yticks(centres, labels, fontsize=9)
+    ax.set_xticks([])
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(title, fontsize=9)
+    return fig

@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
+ROW_PAD = 2  # pixels between the images of a grid (and around it)
+
 
 def image_grid(images: torch.Tensor, nrow: int, upscale: int = 2) -> torch.Tensor:
     """uint8 (N, C, H, W) -> one uint8 (3, H', W') grid, upscaled so 28 px digits are visible."""
@@ -16,7 +18,7 @@ def image_grid(images: torch.Tensor, nrow: int, upscale: int = 2) -> torch.Tenso
         images = images.expand(-1, 3, -1, -1)
     if upscale > 1:
         images = images.repeat_interleave(upscale, dim=2).repeat_interleave(upscale, dim=3)
-    return make_grid(images, nrow=nrow, padding=2, pad_value=255)
+    return make_grid(images, nrow=nrow, padding=ROW_PAD, pad_value=255)
 
 
 def save_png(grid: torch.Tensor, path: str | Path) -> Path:
@@ -26,8 +28,8 @@ def save_png(grid: torch.Tensor, path: str | Path) -> Path:
     return path
 
 
-def augmentation_preview(datamodule, n: int = 8, repeats: int = 3) -> torch.Tensor:
-    """First row: ``n`` training images as stored; each further row: a new augmented draw."""
+def augmentation_rows(datamodule, n: int = 8, repeats: int = 3) -> list[torch.Tensor]:
+    """``n`` training images as stored, then one uint8 (n, C, H, W) batch per augmented draw."""
     dataset = datamodule.train_set
     positions = torch.arange(min(n, len(dataset)))  # a training split may hold fewer than n
     idx = dataset.indices[positions]
@@ -37,4 +39,10 @@ def augmentation_preview(datamodule, n: int = 8, repeats: int = 3) -> torch.Tens
             break
         hwc = dataset.transform(rows[0].permute(0, 2, 3, 1).numpy(), idx.numpy() + 7919 * (r + 1))
         rows.append(torch.from_numpy(hwc).permute(0, 3, 1, 2))
-    return image_grid(torch.cat(rows), nrow=n)
+    return rows
+
+
+def augmentation_preview(datamodule, n: int = 8, repeats: int = 3) -> torch.Tensor:
+    """First row: ``n`` training images as stored; each further row: a new augmented draw."""
+    rows = augmentation_rows(datamodule, n, repeats)
+    return image_grid(torch.cat(rows), nrow=len(rows[0]))
