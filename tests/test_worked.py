@@ -89,5 +89,10 @@ def test_notebooks_are_committed_without_outputs(path: Path):
             assert cell.get("execution_count") is None, f"{path.name} cell {i} was executed"
 
 
-def test_there_are_notebooks():
-    assert NOTEBOOKS
+def test_the_four_notebooks_are_there():
+    assert [p.name for p in NOTEBOOKS] == [
+        "01_convolution_kernels_pooling.ipynb",
+        "02_lenet5_fashion_mnist.ipynb",
+        "03_mlp_vs_cnn_and_regularisation.ipynb",
+        "04_vgg_resnet_cifar10_shaped.ipynb",
+    ]
