@@ -57,10 +57,10 @@ $(NB_STAMP): $(STAMP) pyproject.toml
 # Each notebook runs top to bottom in a fresh kernel (10 minutes at most), its runs written
 # into a temporary folder (CNNLAB_NOTEBOOK_DIR), never into outputs/ or the tracked tree.
 test-notebooks: $(NB_STAMP)  ## execute every notebook in notebooks/ (nbmake), a few minutes each
-	@out=$$(mktemp -d); rc=0; \
+	@out=$$(mktemp -d); rc=0; limit=$$(command -v timeout >/dev/null && echo "timeout 600"); \
 	for nb in notebooks/*.ipynb; do \
 	  echo "== $$nb"; \
-	  CNNLAB_NOTEBOOK_DIR=$$out timeout 600 $(BIN)/python -m pytest --nbmake \
+	  CNNLAB_NOTEBOOK_DIR=$$out $$limit $(BIN)/python -m pytest --nbmake \
 	    --nbmake-timeout=600 -p no:cacheprovider -q "$$nb" || rc=1; \
 	done; \
 	rm -rf "$$out"; exit $$rc

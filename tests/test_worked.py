@@ -25,6 +25,8 @@ from cnnlab.worked import (
     conv_volume,
 )
 
+from .conftest import QUICK
+
 NOTEBOOKS = sorted((PROJECT_ROOT / "notebooks").glob("*.ipynb"))
 
 
@@ -63,6 +65,22 @@ def test_workdir_is_the_environment_s_folder_else_outputs(tmp_path, monkeypatch)
     monkeypatch.delenv(lab.NOTEBOOK_DIR_ENV)
     monkeypatch.setattr(lab, "PROJECT_ROOT", tmp_path / "project")
     assert lab.workdir("nb") == tmp_path / "project" / "outputs" / "notebooks" / "nb"
+
+
+def test_train_run_and_evaluate_run_are_train_py_and_eval_py(tmp_path):
+    from cnnlab.data.synthetic import write_mnist_like
+
+    data = tmp_path / "data"
+    write_mnist_like(data, "mnist", n_train=300, n_test=100)
+    where = [f"paths.data_dir={data}", "paths.dataset_mirrors=[]", "data.download=false"]
+    overrides = [*where, *QUICK, "trainer.max_epochs=1", "trainer.accelerator=cpu"]
+    metrics = lab.train_run(tmp_path / "run", *overrides)
+    assert metrics["status"] == "completed" and (tmp_path / "run" / "metrics.json").is_file()
+    assert lab.train_run(tmp_path / "run", *overrides)["skipped"]  # same config: not trained again
+    result = lab.evaluate_run(tmp_path / "run", *where[:2], "trainer.accelerator=cpu")
+    assert result["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert torch.tensor(result["test/confusion_matrix"]).sum() == 100
+    assert (tmp_path / "run" / "eval" / "eval_metrics.json").is_file()
 
 
 def test_a_failing_sweep_raises_with_its_output(tmp_path):
