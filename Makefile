@@ -3,12 +3,13 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+NB_STAMP := $(VENV)/.notebooks
 
 .DEFAULT_GOAL := help
-.PHONY: help install os-datasets data train test test-full bench lint format tensorboard clean
+.PHONY: help install os-datasets data train test test-full test-notebooks bench lint format tensorboard clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 install: $(STAMP)  ## create .venv, install cnnlab with dev extras and the offline Fashion-MNIST
 
@@ -44,23 +45,40 @@ train: $(STAMP)  ## train LeNet-5 on Fashion-MNIST (works offline)
 test: $(STAMP)  ## the fast test suite (what CI runs)
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test-full: $(STAMP)  ## every test, including long trainings
+test-full: $(STAMP)  ## every test, including long trainings and the notebooks
 	$(BIN)/python -m pytest -q
+	@$(MAKE) --no-print-directory test-notebooks
+
+# Jupyter (nbmake, ipykernel) is the optional `notebooks` extra, installed on first use
+$(NB_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --disable-pip-version-check -e ".[notebooks]"
+	@touch $(NB_STAMP)
+
+# Each notebook runs top to bottom in a fresh kernel (10 minutes at most), its runs written
+# into a temporary folder (CNNLAB_NOTEBOOK_DIR), never into outputs/ or the tracked tree.
+test-notebooks: $(NB_STAMP)  ## execute every notebook in notebooks/ (nbmake), a few minutes each
+	@out=$$(mktemp -d); rc=0; limit=$$(command -v timeout >/dev/null && echo "timeout 600"); \
+	for nb in notebooks/*.ipynb; do \
+	  echo "== $$nb"; \
+	  CNNLAB_NOTEBOOK_DIR=$$out $$limit $(BIN)/python -m pytest --nbmake \
+	    --nbmake-timeout=600 -p no:cacheprovider -q "$$nb" || rc=1; \
+	done; \
+	rm -rf "$$out"; exit $$rc
 
 bench: $(STAMP)  ## throughput and memory: raw loop vs cnnlab vs torchvision pipeline
 	$(BIN)/python scripts/benchmark.py $(ARGS)
 
 lint: $(STAMP)  ## ruff: lint and format check
-	$(BIN)/ruff check src tests scripts train.py eval.py
-	$(BIN)/ruff format --check src tests scripts train.py eval.py
+	$(BIN)/ruff check src tests scripts notebooks train.py eval.py
+	$(BIN)/ruff format --check src tests scripts notebooks train.py eval.py
 
 format: $(STAMP)  ## ruff: fix what can be fixed, format
-	$(BIN)/ruff check --fix src tests scripts train.py eval.py
-	$(BIN)/ruff format src tests scripts train.py eval.py
+	$(BIN)/ruff check --fix src tests scripts notebooks train.py eval.py
+	$(BIN)/ruff format src tests scripts notebooks train.py eval.py
 
 tensorboard: $(STAMP)  ## open TensorBoard on every run in outputs/
 	$(BIN)/tensorboard --logdir outputs --host $(or $(HOST),localhost)
 
 clean:  ## remove outputs, caches and the virtualenv (keeps data/)
-	rm -rf outputs/train outputs/eval outputs/sweeps multirun .pytest_cache .ruff_cache $(VENV)
+	rm -rf outputs/train outputs/eval outputs/sweeps outputs/notebooks multirun .pytest_cache .ruff_cache $(VENV)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

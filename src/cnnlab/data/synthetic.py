@@ -9,6 +9,8 @@ distinct bar pattern plus noise, so a net can learn it in a few steps.
 from __future__ import annotations
 
 import gzip
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +102,22 @@ def write_cifar_like(
 ) -> dict[str, str]:
     """CIFAR-10's python batches under ``data_dir/cifar-10-batches-py``; returns each file's md5."""
     return write_synthetic("cifar10", data_dir, n_train, n_test, seed)
+
+
+@contextmanager
+def trusted(name: str, sums: dict[str, str]) -> Iterator[None]:
+    """Within the block, dataset ``name``'s md5-checked files are expected to have ``sums``
+    (what ``write_synthetic`` returned), so synthetic copies load; restored on leaving.
+
+    For the notebooks and benchmarks that run on synthetic CIFAR-10 or SVHN files: the
+    official sums stay in force everywhere else (tests use pytest's monkeypatch instead).
+    """
+    settings = get_spec(name).format.md5_overrides(sums)
+    saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in settings]
+    try:
+        for obj, attr, value in settings:
+            setattr(obj, attr, value)
+        yield
+    finally:
+        for obj, attr, value in reversed(saved):
+            setattr(obj, attr, value)
