@@ -17,15 +17,21 @@ from cnnlab.dev.bad_inputs import CASES, Workspace, run_case
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory):
+def outcomes(request, tmp_path_factory):
+    """Every selected case, run once: the fast suite (-m "not slow") runs one case of each kind
+    of check (``Case.fast``), ``make test-full`` all of them."""
+    cases = [c for c in CASES if c.fast or "not slow" not in (request.config.option.markexpr or "")]
     ws = Workspace(tmp_path_factory.mktemp("bad_inputs"))
-    ws.prepare()  # the trained run and the broken files, made once, before any case runs
+    ws.prepare(tuple(cases))  # the trained run and the broken files, before any case runs
     # two at a time: each case is mostly a Python start-up, and the machine has 2 cores
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(CASES, pool.map(lambda c: run_case(c, ws), CASES), strict=True))
+        return dict(zip(cases, pool.map(lambda c: run_case(c, ws), cases), strict=True))
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.input for c in CASES])
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, marks=() if c.fast else pytest.mark.slow, id=c.input) for c in CASES],
+)
 def test_bad_input_gets_its_line_and_loses_nothing(case, outcomes):
     o = outcomes[case]
     assert o.exit == case.exit, o
