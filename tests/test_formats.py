@@ -195,7 +195,8 @@ def test_training_on_svhn_completes(tmp_path, tiny_svhn):
     metrics = run_train(cfg)
     assert metrics["status"] == "completed" and metrics["data"] == "svhn"
     written = read_metrics(cfg.paths.output_dir)
-    assert 0 <= written["test/acc"] <= 1
+    assert written["test/acc"] == metrics["test/acc"] and written["steps"] == 4
+    assert written["test/acc"] * 200 == pytest.approx(round(written["test/acc"] * 200), abs=1e-4)
 
 
 # ----------------------------------------------------------------------------- racing installs
@@ -221,3 +222,57 @@ def test_two_processes_installing_the_same_files_at_once_both_succeed(
     folder = ensure_dataset("mnist", data_dir, mirrors=[str(mirror)], download=False)
     assert sorted(p.name for p in folder.iterdir()) == sorted(get_spec("mnist").files)
     assert len(calls) > 4  # the two installs did overlap
+
+
+# ----------------------------------------------------------------------------- download, baseline
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_download_asks_torchvision_for_both_splits_into_the_layout(name, tmp_path):
+    calls = []
+
+    class Recorder:
+        def __init__(self, **kwargs):
+            calls.append(kwargs)
+
+    fmt = get_spec(name).format
+    real = fmt.tv_class
+    object.__setattr__(fmt, "tv_class", Recorder)  # a frozen dataclass: swapped for this test
+    try:
+        fmt.download(tmp_path)
+    finally:
+        object.__setattr__(fmt, "tv_class", real)
+    if name == "svhn":
+        root = str(tmp_path / "svhn")
+        assert calls == [{"root": root, "split": s, "download": True} for s in ("train", "test")]
+    else:
+        expected = [{"root": str(tmp_path), "train": t, "download": True} for t in (True, False)]
+        assert calls == expected
+
+
+def test_the_torchvision_baseline_reads_the_same_files(tiny_mnist):
+    fmt = get_spec("mnist").format
+    ds = fmt.torchvision_dataset(tiny_mnist, train=False, transform=lambda img: img.size)
+    assert len(ds) == 200 and ds[0][0] == (28, 28)  # the transform is applied
+    x, y = get_spec("mnist").read(tiny_mnist, train=False)
+    assert int(ds[5][1]) == int(y[5])
+
+
+def test_cifar100_style_batches_with_fine_labels_read(data_dir):
+    import pickle
+
+    write_synthetic("cifar10", data_dir, n_train=50, n_test=20)
+    folder = data_dir / "cifar-10-batches-py"
+    entry = pickle.loads((folder / "test_batch").read_bytes())
+    entry["fine_labels"] = entry.pop("labels")
+    (folder / "test_batch").write_bytes(pickle.dumps(entry, protocol=2))
+    _, y = get_spec("cifar10").read(data_dir, train=False)
+    assert y.tolist() == entry["fine_labels"] and y.dtype == torch.long
+
+
+def test_how_to_get_names_the_files_and_the_folder(tmp_path):
+    cifar = get_spec("cifar10")
+    text = cifar.format.how_to_get(cifar, tmp_path)
+    assert text.startswith(f"put cifar-10-python.tar.gz (from {cifar.format.tv_class.url}) into")
+    files = ", ".join(cifar.files)
+    assert f"extracted files ({files}) into {tmp_path / 'cifar-10-batches-py'}/" in text
