@@ -198,16 +198,18 @@ NOT_HASHED = (
 
 
 def _leaves(node, prefix=""):
-    """(dotted key, value) of every plain value of a config; interpolations are left out (their
-    sources are leaves of their own)."""
+    """(dotted key, value) of every value of a config, interpolations (``${paths.data_dir}``)
+    included: a value given in their place changes the key alone."""
     if isinstance(node, dict):
         for key, value in node.items():
             yield from _leaves(value, f"{prefix}{key}.")
-    elif not (isinstance(node, str) and "${" in node):
+    else:
         yield prefix.rstrip("."), node
 
 
 def _changed(value):
+    if isinstance(value, str) and "${" in value:
+        return "/elsewhere"
     if isinstance(value, bool):
         return not value
     if isinstance(value, (int, float)):
