@@ -71,10 +71,18 @@ def _names(folder: Path) -> list[str]:
 def test_metrics_round_trip_with_tensors_and_paths_and_nothing_else(tmp_path):
     path = write_metrics(
         tmp_path / "run",
-        {"acc": torch.tensor(0.25), "cm": torch.tensor([[1, 2], [3, 4]]), "dir": Path("/x/y")},
+        {
+            "acc": torch.tensor(0.25),
+            "one": torch.tensor([0.75]),  # one value, whatever its shape: a number
+            "pair": torch.tensor([1.5, 2.5]),
+            "cm": torch.tensor([[1, 2], [3, 4]]),
+            "dir": Path("/x/y"),
+        },
     )
     assert path == tmp_path / "run" / METRICS_FILE and path.read_text().endswith("}\n")
-    assert read_metrics(tmp_path / "run") == {"acc": 0.25, "cm": [[1, 2], [3, 4]], "dir": "/x/y"}
+    assert read_metrics(tmp_path / "run") == {
+        "acc": 0.25, "one": 0.75, "pair": [1.5, 2.5], "cm": [[1, 2], [3, 4]], "dir": "/x/y",
+    }  # fmt: skip
     assert json.loads(path.read_text()) == read_metrics(tmp_path / "run")
     assert path.read_text().startswith('{\n  "acc": 0.25,')  # indented for people to read
     with pytest.raises(TypeError, match="cannot write set to metrics.json"):
@@ -225,16 +233,21 @@ def test_an_interrupt_changes_nothing_after_completion_or_without_a_checkpoint(t
 
 
 def test_a_failure_is_recorded_with_its_error_and_config(tmp_path):
-    record_failure(tmp_path, KEY, ValueError("bad value"), time.perf_counter() - 2, ["seed=1"])
+    record_failure(tmp_path, KEY, ValueError("bad value"), time.perf_counter() - 2.3456, ["seed=1"])
     record = read_metrics(tmp_path)
     assert record["status"] == "failed" and record["error"] == "ValueError: bad value"
     assert record["overrides"] == ["seed=1"] and record["config_hash"] == KEY
-    assert 2 <= record["wall_time_s"] < 60
+    wall = record["wall_time_s"]
+    assert 2.3 <= wall < 60 and wall == round(wall, 2)  # seconds, to the hundredth
 
 
-def test_a_late_error_is_reported_beside_the_results(tmp_path):
+def test_a_late_error_is_reported_beside_the_results(tmp_path, caplog):
     metrics = {"status": "completed", "test/acc": 0.9}
     record_late_error(tmp_path, metrics, RuntimeError("TensorBoard is gone"))
+    assert caplog.messages == [
+        f"The run completed and its results are in {tmp_path / METRICS_FILE}, but a step after "
+        f"testing failed: RuntimeError: TensorBoard is gone"
+    ]
     assert read_metrics(tmp_path) == {
         "status": "completed",
         "test/acc": 0.9,
