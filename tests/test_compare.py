@@ -248,3 +248,24 @@ def test_csv_leaves_the_std_of_a_lone_run_blank_and_makes_its_folder(tmp_path):
     assert [r["model.dropout"] for r in written] == ["0.5", "0.0"]
     assert float(written[0]["test/acc std"]) == pytest.approx(np.std([0.8, 0.9], ddof=1))
     assert written[1]["test/acc"] == "0.7" and written[1]["test/acc std"] == ""
+
+
+def test_group_names_when_folder_names_say_nothing_but_the_seed(tmp_path):
+    # Hydra's numbered multirun folders, and folders named by the seed alone
+    for seed in (0, 1):
+        write_run(tmp_path / "a" / str(seed), ["model.dropout=0.1", f"seed={seed}"])
+        write_run(tmp_path / "b" / f"seed={seed}", ["model.dropout=0.2", f"seed={seed}"])
+    _, rows = table(find_runs([tmp_path / "a", tmp_path / "b"]), [tmp_path / "a", tmp_path / "b"], with_path=True)  # fmt: skip
+    assert sorted(r[0] for r in rows) == ["0", "seed=0"]  # the first run's name
+
+
+def test_a_run_is_named_under_whichever_root_holds_it(tmp_path):
+    a = write_run(tmp_path / "one" / "x", ["model.dropout=0.1"], **{"test/acc": 0.9})
+    b = write_run(tmp_path / "two" / "y", ["model.dropout=0.1"], **{"test/acc": 0.8})
+    _, rows = table(find_runs([a, b]), [tmp_path / "one", tmp_path / "two"], group=False)
+    assert [r[0] for r in rows] == ["x", "y"]
+    # repeats, one under a root and one not: no common folder, so the first one's name
+    c = write_run(tmp_path / "three" / "z", ["model.dropout=0.1", "seed=1"])
+    d = write_run(tmp_path / "one" / "w", ["model.dropout=0.1", "seed=2"])
+    _, rows = table(find_runs([c, d]), [tmp_path / "one"], with_path=True)
+    assert [r[0] for r in rows] == [str(c)]
