@@ -276,3 +276,17 @@ def test_simple_cnn_refuses_an_unknown_head():
 
     with pytest.raises(ConfigError, match=r"Unknown model.head='avg'. Valid: flatten, gap, gmp"):
         SimpleCNN((3, 32, 32), 10, head="avg")
+
+
+def test_the_readme_shows_the_lenet_classic_layer_table_as_printed():
+    from cnnlab.config import PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    start = readme.index("LeNet-5 (1998 layout) on MNIST\n")
+    shown = readme[start : readme.index("```", start)].rstrip("\n")
+    net = LeNet5Classic((1, 28, 28), 10)
+    assert layer_table(net, (1, 28, 28), "LeNet-5 (1998 layout) on MNIST") == shown
+    assert net.title == "LeNet-5 (1998 layout)"
+    # 32x32 inputs need no padding: C1 comes first
+    rows = layer_rows(LeNet5Classic((3, 32, 32), 10), (3, 32, 32))
+    assert [r.name for r in rows][:3] == ["C1", "S2", "C3"]
