@@ -269,3 +269,16 @@ def test_a_run_is_named_under_whichever_root_holds_it(tmp_path):
     d = write_run(tmp_path / "one" / "w", ["model.dropout=0.1", "seed=2"])
     _, rows = table(find_runs([c, d]), [tmp_path / "one"], with_path=True)
     assert [r[0] for r in rows] == [str(c)]
+
+
+def test_a_broken_record_shows_as_a_failed_run_and_a_missing_path_is_named(tmp_path):
+    from cnnlab.errors import CnnlabError
+
+    for name, text in (("broken", "{not json"), ("list", "[1, 2]")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(text)
+    runs = {run.path.name: run for run in find_runs([tmp_path])}
+    assert runs["broken"].status.startswith("failed: unreadable metrics.json: Expecting")
+    assert runs["list"].status == "failed: metrics.json holds a list, not a run"
+    with pytest.raises(CnnlabError, match=r"nowhere does not exist \(give run or sweep"):
+        find_runs([tmp_path / "nowhere"])
