@@ -209,17 +209,24 @@ def test_set_aside_numbers_names_already_taken_and_moves_only_checkpoints(tmp_pa
 # -- the ends of a run ---------------------------------------------------------------------------
 
 
-def test_an_interrupt_marks_the_run_resumable_and_keeps_what_it_had(tmp_path):
+def test_an_interrupt_marks_the_run_resumable_and_keeps_what_it_had(tmp_path, caplog):
     run = _run_dir(tmp_path, "running")
     last = run / "checkpoints" / "last.ckpt"
-    start = time.perf_counter() - 5
+    start = time.perf_counter() - 5.4321
     record_interrupt(run, last, start)
     record = read_metrics(run)
     assert record["status"] == "interrupted" and record["resume_from"] == str(last)
     assert record["test/acc"] == 0.5 and record["config_hash"] == KEY and "error" not in record
-    assert 5 <= record["wall_time_s"] < 60
+    wall = record["wall_time_s"]
+    assert 5.4 <= wall < 60 and wall == round(wall, 2)
+    assert caplog.messages == [
+        f"Interrupted. A resumable checkpoint is at {last}; continue with the same command plus "
+        f"ckpt_path={last} (a sweep re-run resumes it by itself)."
+    ]
+    caplog.clear()
     record_interrupt(run, last, start, OSError("No space left on device"))
     assert read_metrics(run)["error"] == "OSError: No space left on device"
+    assert caplog.messages == []  # the error says it all
 
 
 def test_an_interrupt_changes_nothing_after_completion_or_without_a_checkpoint(tmp_path):
