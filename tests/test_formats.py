@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -276,3 +277,39 @@ def test_how_to_get_names_the_files_and_the_folder(tmp_path):
     assert text.startswith(f"put cifar-10-python.tar.gz (from {cifar.format.tv_class.url}) into")
     files = ", ".join(cifar.files)
     assert f"extracted files ({files}) into {tmp_path / 'cifar-10-batches-py'}/" in text
+
+
+def test_torchvision_reads_the_synthetic_cifar_and_svhn_copies_as_cnnlab_does(
+    data_dir, monkeypatch
+):
+    # the benchmark's baseline: torchvision's own datasets over the same files
+    for name in ("cifar10", "svhn"):
+        patch_md5(monkeypatch, name, write_synthetic(name, data_dir, n_train=30, n_test=20))
+        spec = get_spec(name)
+        for train, n in ((True, 30), (False, 20)):
+            ds = spec.format.torchvision_dataset(data_dir, train=train)
+            x, y = spec.read(data_dir, train=train)
+            assert len(ds) == n
+            image, label = ds[7]
+            assert np.array_equal(np.asarray(image), x[7].permute(1, 2, 0).numpy())
+            assert label == int(y[7])
+        if name == "cifar10":  # batches.meta names the classes
+            assert tuple(ds.classes) == spec.classes
+
+
+def test_download_urls_and_hints_name_the_official_files():
+    from torchvision import datasets as tvd
+
+    mnist, svhn = get_spec("mnist"), get_spec("svhn")
+    assert mnist.format.download_url() == tvd.MNIST.mirrors[0] + "train-images-idx3-ubyte.gz"
+    assert svhn.format.download_url() == "http://ufldl.stanford.edu/housenumbers/train_32x32.mat"
+    assert mnist.format.known_md5() == dict(tvd.MNIST.resources)
+    assert svhn.format.how_to_get(svhn, Path("d")) == (
+        "put train_32x32.mat and test_32x32.mat (from "
+        "http://ufldl.stanford.edu/housenumbers/train_32x32.mat and "
+        "http://ufldl.stanford.edu/housenumbers/test_32x32.mat) into d/svhn/"
+    )
+    assert mnist.format.how_to_get(mnist, Path("d")) == (
+        "put the four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) into d/MNIST/raw/"
+    )
