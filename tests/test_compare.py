@@ -282,3 +282,21 @@ def test_a_broken_record_shows_as_a_failed_run_and_a_missing_path_is_named(tmp_p
     assert runs["list"].status == "failed: metrics.json holds a list, not a run"
     with pytest.raises(CnnlabError, match=r"nowhere does not exist \(give run or sweep"):
         find_runs([tmp_path / "nowhere"])
+
+
+def test_a_group_where_one_run_has_the_metric_shows_it_without_a_std(tmp_path):
+    write_run(tmp_path / "ok", ["model.dropout=0.5", "seed=0"], **{"test/acc": 0.8})
+    write_run(tmp_path / "failed", ["model.dropout=0.5", "seed=1"], status="failed", error="x")
+    header, rows = table(find_runs([tmp_path]))
+    cell = rows[0][header.index("test/acc")]
+    assert (cell.mean, cell.std, cell.n, cell.of) == (0.8, None, 1, 2)
+    assert f"{cell:.2f}" == "0.80 (n=1)"
+
+
+def test_group_runs_groups_over_the_keys_it_is_given(tmp_path):
+    from cnnlab.compare import group_runs
+
+    for d in ("0.1", "0.2"):
+        write_run(tmp_path / d, [f"model.dropout={d}", "optimizer.lr=0.1"])
+    (group,) = group_runs(find_runs([tmp_path]), over=("model.dropout",))
+    assert len(group.runs) == 2 and group.overrides == {"optimizer.lr": "0.1"}
