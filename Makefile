@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 NB_STAMP := $(VENV)/.notebooks
 
 .DEFAULT_GOAL := help
-.PHONY: help install os-datasets data train test test-full test-notebooks bench lint format tensorboard clean
+.PHONY: help install os-datasets data train test test-full test-notebooks mutation mutation-score bench lint format tensorboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -65,6 +65,18 @@ test-notebooks: $(NB_STAMP)  ## execute every notebook in notebooks/ (nbmake), a
 	done; \
 	rm -rf "$$out"; exit $$rc
 
+# Mutation testing (mutmut 3, the `mutation` extra): plants small bugs in the core modules one at a
+# time and runs the tests that call the changed function; a mutant the tests miss is a gap.
+# Slow (hours for the whole core on 2 cores): MUTANTS="cnnlab.compare.* cnnlab.record.*" picks
+# modules, JOBS=N runs N mutants at once. Results are kept in mutants/; rm -rf mutants to start over.
+mutation: $(STAMP)  ## mutation testing of the core with mutmut, then the score per module (slow)
+	@$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/pip install -q -e ".[mutation]"
+	-OMP_NUM_THREADS=1 $(BIN)/mutmut run --max-children $(or $(JOBS),1) $(MUTANTS)
+	@$(MAKE) --no-print-directory mutation-score
+
+mutation-score:  ## the mutation score per module from the last make mutation (mutants/)
+	@$(BIN)/python scripts/mutation_score.py $(ARGS)
+
 bench: $(STAMP)  ## throughput and memory: raw loop vs cnnlab vs torchvision pipeline
 	$(BIN)/python scripts/benchmark.py $(ARGS)
 
@@ -80,5 +92,5 @@ tensorboard: $(STAMP)  ## open TensorBoard on every run in outputs/
 	$(BIN)/tensorboard --logdir outputs --host $(or $(HOST),localhost)
 
 clean:  ## remove outputs, caches and the virtualenv (keeps data/)
-	rm -rf outputs/train outputs/eval outputs/sweeps outputs/notebooks multirun .pytest_cache .ruff_cache $(VENV)
+	rm -rf outputs/train outputs/eval outputs/sweeps outputs/notebooks multirun mutants .pytest_cache .ruff_cache $(VENV)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -12,9 +12,10 @@ import pytest
 from PIL import Image
 
 from cnnlab.config import compose_config
+from cnnlab.data.formats import write_idx
 from cnnlab.data.sources import ensure_dataset
 from cnnlab.data.specs import get_spec
-from cnnlab.data.synthetic import write_cifar_like, write_mnist_like, write_synthetic
+from cnnlab.data.synthetic import make_images, write_cifar_like, write_mnist_like, write_synthetic
 
 FASHION_MIRROR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -66,6 +67,30 @@ def tiny_run(tmp: Path, *overrides: str):
     write_mnist_like(data_dir, "mnist", n_train=600, n_test=200)
     cfg = make_cfg(tmp, data_dir, *QUICK, *overrides)
     return cfg, train(cfg)
+
+
+def write_noisy_mnist(
+    data_dir: Path, n_train: int = 1000, n_test: int = 300, flip: float = 0.3, seed: int = 0
+) -> Path:
+    """MNIST-format data a net learns, but never perfectly: the bar patterns of
+    ``make_images`` under heavy noise, and a share ``flip`` of the labels replaced by a random
+    class. Accuracy climbs from chance over a few epochs and stays well below 1.0 (about
+    ``1 - flip * 0.9`` at best), so best-epoch tracking, per-class accuracy and loss weighting
+    have something to show. Written here with ``write_idx`` only, in torchvision's layout."""
+    rng = np.random.default_rng(seed + 1000)
+    folder = get_spec("mnist").target_dir(data_dir)
+    for prefix, n, s in (("train", n_train, seed), ("t10k", n_test, seed + 1)):
+        images, labels = make_images(n, (1, 28, 28), 10, s, noise=200)
+        flipped = rng.random(n) < flip
+        labels[flipped] = rng.integers(0, 10, size=int(flipped.sum()))
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", images[..., 0])
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
+    return data_dir
+
+
+@pytest.fixture
+def noisy_mnist(data_dir: Path) -> Path:
+    return write_noisy_mnist(data_dir)
 
 
 def make_cfg(tmp_path: Path, data_dir: Path | None, *overrides: str, config: str = "train"):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
@@ -41,12 +42,80 @@ def test_per_class_accuracy_is_recall_not_precision():
 def test_fashion_mnist_constants_are_the_training_splits_statistics(fashion_dir):
     from torchvision.datasets import FashionMNIST
 
-    from cnnlab.data import get_spec
+    from cnnlab.data import ImageDataModule, get_spec
 
-    pixels = FashionMNIST(str(fashion_dir), train=True).data.double() / 255
+    pixels = FashionMNIST(str(fashion_dir), train=True).data.double() / 255  # torchvision's reader
     spec = get_spec("fashion_mnist")
     assert spec.mean[0] == pytest.approx(pixels.mean().item(), abs=5e-4)  # 0.2860
     assert spec.std[0] == pytest.approx(pixels.std().item(), abs=5e-4)  # 0.3530
+    # and what training sees: the whole training split normalised has mean 0 and std 1
+    dm = ImageDataModule("fashion_mnist", str(fashion_dir), val_size=5000, mirrors=[])
+    dm.setup("fit")
+    images = dm.train_set.images
+    assert len(images) == 60000
+    z = dm.normalize(images).double()
+    assert abs(z.mean().item()) < 2e-3 and abs(z.std().item() - 1) < 2e-3
+
+
+# Published training-split statistics, in [0, 1] units, per channel:
+# MNIST: PyTorch's examples/mnist (0.1307, 0.3081), over the 60,000 training images.
+# CIFAR-10: per-channel mean and std over all 50,000 training images' pixels; the often copied
+#   std (0.2023, 0.1994, 0.2010) is the mean of per-image stds (kuangliu/pytorch-cifar#19).
+# SVHN: over the 73,257 images of train_32x32.mat, as quoted in SVHN training code.
+# Fashion-MNIST is computed from the data itself in the test above.
+PUBLISHED = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_normalisation_constants_are_the_published_statistics(name):
+    from cnnlab.data.specs import SPECS, normalize
+
+    assert set(PUBLISHED) == set(SPECS)  # a new dataset brings its published statistics here
+    spec = SPECS[name]
+    mean, std = PUBLISHED[name]
+    assert spec.mean == pytest.approx(mean, abs=1e-4) and spec.std == pytest.approx(std, abs=1e-4)
+    # and normalize() applies them channel by channel: (x / 255 - mean) / std
+    x = torch.randint(0, 256, (2, len(mean), 4, 4), dtype=torch.uint8)
+    m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+    torch.testing.assert_close(normalize(x, spec.mean, spec.std), (x / 255 - m) / s)
+
+
+class BatchLabels(pl.Callback):
+    """Records the labels of every training batch, per epoch (in ``SEEN``)."""
+
+    def __init__(self):
+        SEEN.clear()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        SEEN.setdefault(trainer.current_epoch, []).extend(batch[1].tolist())
+
+
+SEEN: dict[int, list[int]] = {}
+
+
+def test_a_training_run_sees_its_batches_shuffled_differently_each_epoch(tiny_mnist, tmp_path):
+    from cnnlab.data.formats import read_idx
+
+    cfg = make_cfg(
+        tmp_path, tiny_mnist, "data.val_size=100", "data.batch_size=100", "trainer.max_epochs=3",
+        "logger=none", "~callbacks.model_checkpoint",
+        f"+callbacks.labels._target_={__name__}.BatchLabels",
+    )  # fmt: skip
+    datamodule, _ = build(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    labels = torch.from_numpy(read_idx(tiny_mnist / "MNIST" / "raw" / "train-labels-idx1-ubyte"))
+    in_order = labels[datamodule.train_set.indices].tolist()  # the training split, unshuffled
+    train(cfg)
+    assert sorted(SEEN) == [0, 1, 2]
+    for epoch in SEEN.values():
+        assert sorted(epoch) == sorted(in_order) and epoch != in_order  # shuffled at all
+    assert SEEN[0] != SEEN[1] and SEEN[1] != SEEN[2]  # and anew each epoch
 
 
 def test_training_batches_are_shuffled_and_differ_each_epoch(tiny_mnist, tmp_path):
@@ -110,6 +179,102 @@ NOT_RESULT_CHANGING = [
     "logger=csv",
     "skip_completed=false",
 ]
+
+
+# what a run's fingerprint leaves out (cnnlab.record.fingerprint): where things are, how
+# progress is shown and kept, loader settings that do not change the batches. Every other key
+# of the config changes the result or may, so it must change the fingerprint.
+NOT_HASHED = (
+    "paths.",
+    "logger.",
+    "callbacks.",  # but early stopping once it is on, below
+    "ckpt_path",
+    "skip_completed",
+    "auto_resume",
+    "trainer.default_root_dir",
+    "data.data_dir",
+    "data.mirrors",
+    "data.download",
+    "data.num_workers",
+    "data.pin_memory",
+)
+
+
+def _leaves(node, prefix=""):
+    """(dotted key, value) of every value of a config, interpolations (``${paths.data_dir}``)
+    included: a value given in their place changes the key alone."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix.rstrip("."), node
+
+
+def _changed(value):
+    if isinstance(value, str) and "${" in value:
+        return "/elsewhere"
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1 if isinstance(value, int) else value + 0.125
+    if isinstance(value, str):
+        return value + "_other"
+    if isinstance(value, list):
+        return [*value, "other"]
+    return 1  # None
+
+
+@pytest.mark.parametrize("overrides", [[], ["scheduler=onecycle", "aug=strong", "model=vgg11"]])
+def test_every_key_but_where_and_how_shown_changes_the_fingerprint(overrides, tmp_path):
+    from omegaconf import OmegaConf
+
+    cfg = compose_config("train", overrides, output_dir=tmp_path)
+    base = fingerprint(cfg)
+    leaves = list(_leaves(OmegaConf.to_container(cfg, resolve=False)))
+    assert len(leaves) > 60 and any(k.startswith("model.") for k, _ in leaves)
+    wrong = []
+    for key, value in leaves:
+        other = cfg.copy()
+        OmegaConf.update(other, key, _changed(value), merge=False)
+        # patience: null -> 1 turns early stopping on
+        hashed = not key.startswith(NOT_HASHED) or key == "callbacks.early_stopping.patience"
+        if (fingerprint(other) != base) != hashed:
+            wrong.append(f"{key} ({'ignored' if hashed else 'hashed'})")
+    assert wrong == []
+
+
+def test_early_stopping_joins_the_fingerprint_once_it_is_on(tmp_path):
+    def key(*overrides):
+        return fingerprint(compose_config("train", list(overrides), output_dir=tmp_path))
+
+    off = key()
+    assert key("callbacks.early_stopping.min_delta=0.1") == off  # switched off: no effect
+    on = key("callbacks.early_stopping.patience=3")
+    assert on != off
+    assert (
+        key("callbacks.early_stopping.patience=3", "callbacks.early_stopping.min_delta=0.1") != on
+    )
+    assert key("callbacks.early_stopping.patience=4") != on
+
+
+def test_switches_added_later_keep_old_fingerprints_while_off_and_change_them_when_on(tmp_path):
+    from omegaconf import OmegaConf
+
+    from cnnlab.record import ADDED_SWITCHES
+
+    cfg = compose_config("train", [], output_dir=tmp_path)
+    base = fingerprint(cfg)
+    old = OmegaConf.to_container(cfg, resolve=True)  # a config from before these switches
+    for path in ADDED_SWITCHES:
+        *parents, last = path.split(".")
+        node = old
+        for key in parents:
+            node = node[key]
+        del node[last]
+    assert fingerprint(old) == base
+    for override in ("ema.enabled=true", "test_tta=flip", "aug.mixup_alpha=0.2",
+                     "aug.cutmix_alpha=1.0", "trainer.gradient_clip_val=1.0"):  # fmt: skip
+        assert fingerprint(compose_config("train", [override], output_dir=tmp_path)) != base
 
 
 @pytest.mark.parametrize("override", RESULT_CHANGING)
@@ -190,12 +355,12 @@ def test_best_validation_accuracy_and_its_epoch_are_the_maximum(noisy_run):
     assert read_metrics(cfg.paths.output_dir)["best_epoch"] == int(np.argmax(val))
 
 
-def test_train_loss_epoch_is_the_sample_weighted_mean_of_step_losses(tiny_mnist, tmp_path):
+def test_train_loss_epoch_is_the_sample_weighted_mean_of_step_losses(noisy_mnist, tmp_path):
     cfg = make_cfg(
         tmp_path,
-        tiny_mnist,
-        "data.val_size=100",  # 500 training images in batches of 200, 200 and 100
-        "data.batch_size=200",
+        noisy_mnist,
+        "data.val_size=300",  # 700 training images in batches of 300, 300 and 100
+        "data.batch_size=300",
         "trainer.max_epochs=1",
         "trainer.log_every_n_steps=1",
     )
@@ -203,7 +368,7 @@ def test_train_loss_epoch_is_the_sample_weighted_mean_of_step_losses(tiny_mnist,
     events = _events(tmp_path / "run")
     steps = [e.value for e in events.Scalars("train/loss")]
     (epoch,) = [e.value for e in events.Scalars("train/loss_epoch")]
-    sizes = [200, 200, 100]
+    sizes = [300, 300, 100]
     weighted = sum(s * n for s, n in zip(steps, sizes, strict=True)) / sum(sizes)
     assert abs(weighted - np.mean(steps)) > 1e-3  # the test can tell the two apart
     assert epoch == pytest.approx(weighted, rel=1e-5)
@@ -246,6 +411,20 @@ def test_the_os_mirror_is_used_when_data_dir_is_empty(tmp_path):
     datamodule.prepare_data()
     datamodule.setup("fit")
     assert len(datamodule.test_set) == 60
+
+
+def test_an_os_mirror_comes_before_the_download(tmp_path, monkeypatch):
+    from cnnlab.data.sources import ensure_dataset
+    from cnnlab.data.specs import get_spec
+    from cnnlab.data.synthetic import write_mnist_like
+
+    mirror = tmp_path / "mirror"
+    write_mnist_like(None, "mnist", n_train=40, n_test=10, folder=mirror / "mnist")
+    downloads = []
+    monkeypatch.setattr(type(get_spec("mnist").format), "download", lambda *a: downloads.append(a))
+    folder = ensure_dataset("mnist", tmp_path / "data", mirrors=[str(mirror)], download=True)
+    assert downloads == [] and len(get_spec("mnist").read(tmp_path / "data", train=True)[1]) == 40
+    assert folder == tmp_path / "data" / "MNIST" / "raw"
 
 
 def test_sweep_plot_legend_hides_no_bar_label(tmp_path):

@@ -166,3 +166,137 @@ def test_the_script_prints_mean_and_std(dropout_x_seeds):
 
 def test_stat_formats_a_lone_value_without_a_std():
     assert f"{Stat(0.5, None, 1, 3):.2f}" == "0.50 (n=1)"
+
+
+# -- run names, cells and files on their edges (each check fails on a one-token change) --------
+
+
+def test_repeats_without_a_common_folder_are_named_without_their_seed(tmp_path):
+    # sibling folders named by their overrides, as Hydra's sweep subdirs are: no common folder
+    for seed in (0, 1):
+        write_run(
+            tmp_path / f"seed={seed},model.dropout=0.5", ["model.dropout=0.5", f"seed={seed}"]
+        )
+        write_run(
+            tmp_path / f"model.dropout=0.0,seed={seed}", ["model.dropout=0.0", f"seed={seed}"]
+        )
+    header, rows = table(find_runs([tmp_path]), [tmp_path], with_path=True)
+    assert header[:3] == ["run", "model.dropout", "n"]
+    assert sorted(r[0] for r in rows) == ["model.dropout=0.0", "model.dropout=0.5"]
+
+
+def test_a_lone_run_is_named_by_its_folder_under_the_root_or_its_full_path(tmp_path):
+    a = write_run(tmp_path / "sweep" / "a", ["model.dropout=0.1"], **{"test/acc": 0.9})
+    b = write_run(tmp_path / "elsewhere" / "b", ["model.dropout=0.1"], **{"test/acc": 0.8})
+    # no swept value tells them apart: the run column names them
+    header, rows = table(find_runs([a, b]), [tmp_path / "sweep"], group=False)
+    assert header[0] == "run" and [r[0] for r in rows] == ["a", str(b)]
+    # a root given as a metrics.json file stands for its folder; a run at a root is its name
+    _, rows = table(find_runs([a / "metrics.json"]), [a / "metrics.json"], group=False)
+    assert rows[0][0] == "a"
+
+
+def test_a_key_a_run_did_not_set_is_a_blank_cell(tmp_path):
+    write_run(tmp_path / "x", ["model.dropout=0.5", "optimizer.lr=0.1"], **{"test/acc": 0.7})
+    write_run(tmp_path / "y", ["model.dropout=0.0"], **{"test/acc": 0.8})
+    header, rows = table(find_runs([tmp_path]))
+    lr = header.index("optimizer.lr")
+    assert [r[lr] for r in rows] == ["", "0.1"]  # y first (better), without an lr
+
+
+def test_repeats_that_agree_are_still_a_mean_with_std_zero(tmp_path):
+    for seed in (0, 1):
+        write_run(tmp_path / f"s{seed}", [f"seed={seed}"], **{"test/acc": 0.75})
+    header, rows = table(find_runs([tmp_path]))
+    cell = rows[0][header.index("test/acc")]
+    assert isinstance(cell, Stat) and (cell.mean, cell.std, cell.n) == (0.75, 0.0, 2)
+
+
+def test_runs_without_the_sort_metric_go_last_in_either_order(tmp_path):
+    for name, acc in (("a", None), ("b", 0.6), ("c", 0.9), ("d", None)):
+        extra = {} if acc is None else {"test/acc": acc}
+        write_run(tmp_path / name, [f"model.dropout={name}"], **extra)
+    runs = find_runs([tmp_path])
+    for descending, first in ((True, ["c", "b"]), (False, ["b", "c"])):
+        _, rows = table(runs, descending=descending)
+        assert [r[0] for r in rows] == [*first, "a", "d"]  # the missing ones in found order
+
+
+def test_markdown_escapes_bars_and_formats_every_column(tmp_path):
+    write_run(
+        tmp_path / "r", ["model.hidden=[1|2]"], status="failed", error="ValueError: a|b",
+        **{"test/acc": 0.5, "test/loss": float("nan")}, wall_time_s=3.25,
+    )  # fmt: skip
+    write_run(tmp_path / "s", ["model.hidden=[3]"], **{"test/acc": 0.25})
+    header, rows = table(find_runs([tmp_path]))
+    lines = to_markdown(header, rows).splitlines()
+    assert lines[1] == "|" + "---|" * len(header)
+    assert lines[2].startswith("| [1\\|2] |  |  | 0.5000 | nan |")
+    assert lines[2].endswith("| 61,706 | 3 | 3.2 | failed: ValueError: a\\|b |")
+
+
+def test_csv_leaves_the_std_of_a_lone_run_blank_and_makes_its_folder(tmp_path):
+    for seed, acc in ((0, 0.8), (1, 0.9)):
+        write_run(tmp_path / f"g{seed}", ["model.dropout=0.5", f"seed={seed}"], **{"test/acc": acc})
+    write_run(tmp_path / "lone", ["model.dropout=0.0", "seed=0"], **{"test/acc": 0.7})
+    header, rows = table(find_runs([tmp_path]))
+    path = to_csv(header, rows, tmp_path / "out" / "deeper" / "t.csv")
+    raw = path.read_bytes()
+    assert raw.count(b"\r\n") == 3 and b"\r\r\n" not in raw  # csv's own line ends, once
+    with open(path, newline="") as f:
+        written = list(csv.DictReader(f))
+    assert [r["model.dropout"] for r in written] == ["0.5", "0.0"]
+    assert float(written[0]["test/acc std"]) == pytest.approx(np.std([0.8, 0.9], ddof=1))
+    assert written[1]["test/acc"] == "0.7" and written[1]["test/acc std"] == ""
+
+
+def test_group_names_when_folder_names_say_nothing_but_the_seed(tmp_path):
+    # Hydra's numbered multirun folders, and folders named by the seed alone
+    for seed in (0, 1):
+        write_run(tmp_path / "a" / str(seed), ["model.dropout=0.1", f"seed={seed}"])
+        write_run(tmp_path / "b" / f"seed={seed}", ["model.dropout=0.2", f"seed={seed}"])
+    _, rows = table(find_runs([tmp_path / "a", tmp_path / "b"]), [tmp_path / "a", tmp_path / "b"], with_path=True)  # fmt: skip
+    assert sorted(r[0] for r in rows) == ["0", "seed=0"]  # the first run's name
+
+
+def test_a_run_is_named_under_whichever_root_holds_it(tmp_path):
+    a = write_run(tmp_path / "one" / "x", ["model.dropout=0.1"], **{"test/acc": 0.9})
+    b = write_run(tmp_path / "two" / "y", ["model.dropout=0.1"], **{"test/acc": 0.8})
+    _, rows = table(find_runs([a, b]), [tmp_path / "one", tmp_path / "two"], group=False)
+    assert [r[0] for r in rows] == ["x", "y"]
+    # repeats, one under a root and one not: no common folder, so the first one's name
+    c = write_run(tmp_path / "three" / "z", ["model.dropout=0.1", "seed=1"])
+    d = write_run(tmp_path / "one" / "w", ["model.dropout=0.1", "seed=2"])
+    _, rows = table(find_runs([c, d]), [tmp_path / "one"], with_path=True)
+    assert [r[0] for r in rows] == [str(c)]
+
+
+def test_a_broken_record_shows_as_a_failed_run_and_a_missing_path_is_named(tmp_path):
+    from cnnlab.errors import CnnlabError
+
+    for name, text in (("broken", "{not json"), ("list", "[1, 2]")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(text)
+    runs = {run.path.name: run for run in find_runs([tmp_path])}
+    assert runs["broken"].status.startswith("failed: unreadable metrics.json: Expecting")
+    assert runs["list"].status == "failed: metrics.json holds a list, not a run"
+    with pytest.raises(CnnlabError, match=r"nowhere does not exist \(give run or sweep"):
+        find_runs([tmp_path / "nowhere"])
+
+
+def test_a_group_where_one_run_has_the_metric_shows_it_without_a_std(tmp_path):
+    write_run(tmp_path / "ok", ["model.dropout=0.5", "seed=0"], **{"test/acc": 0.8})
+    write_run(tmp_path / "failed", ["model.dropout=0.5", "seed=1"], status="failed", error="x")
+    header, rows = table(find_runs([tmp_path]))
+    cell = rows[0][header.index("test/acc")]
+    assert (cell.mean, cell.std, cell.n, cell.of) == (0.8, None, 1, 2)
+    assert f"{cell:.2f}" == "0.80 (n=1)"
+
+
+def test_group_runs_groups_over_the_keys_it_is_given(tmp_path):
+    from cnnlab.compare import group_runs
+
+    for d in ("0.1", "0.2"):
+        write_run(tmp_path / d, [f"model.dropout={d}", "optimizer.lr=0.1"])
+    (group,) = group_runs(find_runs([tmp_path]), over=("model.dropout",))
+    assert len(group.runs) == 2 and group.overrides == {"optimizer.lr": "0.1"}

@@ -7,6 +7,7 @@ import itertools
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from PIL import Image
 
 from cnnlab.config import CONFIG_DIR, compose_config, validate
@@ -48,8 +49,28 @@ def test_every_data_model_pair_composes_and_builds(data, model, tmp_path):
 def test_every_group_option_composes(group, option, tmp_path):
     cfg = compose_config("train", [f"{group}={option}"], output_dir=tmp_path)
     validate(cfg)
+    # the option's own values are in the composed config, where its package puts them
+    path = CONFIG_DIR / group / f"{option}.yaml"
+    own = OmegaConf.load(path)
+    root = cfg if "@package _global_" in path.read_text() else cfg[group]
+    leaves = [
+        (key, value)
+        for key, value in _leaves(OmegaConf.to_container(own, resolve=False))
+        if not key.startswith(("defaults", "hydra."))
+        and not (isinstance(value, str) and "${" in value)
+    ]
+    wrong = [(k, v) for k, v in leaves if OmegaConf.select(root, k, default="<missing>") != v]
+    assert wrong == []
     if cfg.trainer.accelerator != "gpu":  # CI has no GPU; the GPU config is checked on a device
         instantiate(cfg.trainer, logger=False)
+
+
+def _leaves(node, prefix=""):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix.rstrip("."), node
 
 
 def test_defaults(tmp_path):
@@ -105,7 +126,10 @@ def test_values_a_component_owns_fail_when_it_is_built(override, match):
 
 
 def test_seed_zero_is_valid():
-    validate(compose_config("train", ["seed=0"]))
+    cfg = compose_config("train", ["seed=0"])
+    validate(cfg)
+    datamodule, _ = build(cfg)
+    assert cfg.seed == 0 and datamodule.seed == 0  # not replaced by a default as "unset"
 
 
 def test_help_lists_only_real_options():

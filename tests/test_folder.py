@@ -105,7 +105,8 @@ def test_folder_training_run_writes_metrics_and_a_checkpoint_that_predicts(tmp_p
     assert datamodule.input_shape == (3, 32, 32) and datamodule.classes == CLASSES
     metrics = train(cfg)
     written = read_metrics(cfg.paths.output_dir)
-    assert metrics["status"] == "completed" and 0 <= written["test/acc"] <= 1
+    assert metrics["status"] == "completed" and written["test/acc"] == metrics["test/acc"]
+    assert written["test/loss"] == metrics["test/loss"] and written["epochs"] == 2
     ckpt_path = next((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
     info = load_checkpoint(ckpt_path)["cnnlab"]
     assert info["classes"] == list(CLASSES)

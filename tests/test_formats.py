@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,7 +196,8 @@ def test_training_on_svhn_completes(tmp_path, tiny_svhn):
     metrics = run_train(cfg)
     assert metrics["status"] == "completed" and metrics["data"] == "svhn"
     written = read_metrics(cfg.paths.output_dir)
-    assert 0 <= written["test/acc"] <= 1
+    assert written["test/acc"] == metrics["test/acc"] and written["steps"] == 4
+    assert written["test/acc"] * 200 == pytest.approx(round(written["test/acc"] * 200), abs=1e-4)
 
 
 # ----------------------------------------------------------------------------- racing installs
@@ -221,3 +223,93 @@ def test_two_processes_installing_the_same_files_at_once_both_succeed(
     folder = ensure_dataset("mnist", data_dir, mirrors=[str(mirror)], download=False)
     assert sorted(p.name for p in folder.iterdir()) == sorted(get_spec("mnist").files)
     assert len(calls) > 4  # the two installs did overlap
+
+
+# ----------------------------------------------------------------------------- download, baseline
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_download_asks_torchvision_for_both_splits_into_the_layout(name, tmp_path):
+    calls = []
+
+    class Recorder:
+        def __init__(self, **kwargs):
+            calls.append(kwargs)
+
+    fmt = get_spec(name).format
+    real = fmt.tv_class
+    object.__setattr__(fmt, "tv_class", Recorder)  # a frozen dataclass: swapped for this test
+    try:
+        fmt.download(tmp_path)
+    finally:
+        object.__setattr__(fmt, "tv_class", real)
+    if name == "svhn":
+        root = str(tmp_path / "svhn")
+        assert calls == [{"root": root, "split": s, "download": True} for s in ("train", "test")]
+    else:
+        expected = [{"root": str(tmp_path), "train": t, "download": True} for t in (True, False)]
+        assert calls == expected
+
+
+def test_the_torchvision_baseline_reads_the_same_files(tiny_mnist):
+    fmt = get_spec("mnist").format
+    ds = fmt.torchvision_dataset(tiny_mnist, train=False, transform=lambda img: img.size)
+    assert len(ds) == 200 and ds[0][0] == (28, 28)  # the transform is applied
+    x, y = get_spec("mnist").read(tiny_mnist, train=False)
+    assert int(ds[5][1]) == int(y[5])
+
+
+def test_cifar100_style_batches_with_fine_labels_read(data_dir):
+    import pickle
+
+    write_synthetic("cifar10", data_dir, n_train=50, n_test=20)
+    folder = data_dir / "cifar-10-batches-py"
+    entry = pickle.loads((folder / "test_batch").read_bytes())
+    entry["fine_labels"] = entry.pop("labels")
+    (folder / "test_batch").write_bytes(pickle.dumps(entry, protocol=2))
+    _, y = get_spec("cifar10").read(data_dir, train=False)
+    assert y.tolist() == entry["fine_labels"] and y.dtype == torch.long
+
+
+def test_how_to_get_names_the_files_and_the_folder(tmp_path):
+    cifar = get_spec("cifar10")
+    text = cifar.format.how_to_get(cifar, tmp_path)
+    assert text.startswith(f"put cifar-10-python.tar.gz (from {cifar.format.tv_class.url}) into")
+    files = ", ".join(cifar.files)
+    assert f"extracted files ({files}) into {tmp_path / 'cifar-10-batches-py'}/" in text
+
+
+def test_torchvision_reads_the_synthetic_cifar_and_svhn_copies_as_cnnlab_does(
+    data_dir, monkeypatch
+):
+    # the benchmark's baseline: torchvision's own datasets over the same files
+    for name in ("cifar10", "svhn"):
+        patch_md5(monkeypatch, name, write_synthetic(name, data_dir, n_train=30, n_test=20))
+        spec = get_spec(name)
+        for train, n in ((True, 30), (False, 20)):
+            ds = spec.format.torchvision_dataset(data_dir, train=train)
+            x, y = spec.read(data_dir, train=train)
+            assert len(ds) == n
+            image, label = ds[7]
+            assert np.array_equal(np.asarray(image), x[7].permute(1, 2, 0).numpy())
+            assert label == int(y[7])
+        if name == "cifar10":  # batches.meta names the classes
+            assert tuple(ds.classes) == spec.classes
+
+
+def test_download_urls_and_hints_name_the_official_files():
+    from torchvision import datasets as tvd
+
+    mnist, svhn = get_spec("mnist"), get_spec("svhn")
+    assert mnist.format.download_url() == tvd.MNIST.mirrors[0] + "train-images-idx3-ubyte.gz"
+    assert svhn.format.download_url() == "http://ufldl.stanford.edu/housenumbers/train_32x32.mat"
+    assert mnist.format.known_md5() == dict(tvd.MNIST.resources)
+    assert svhn.format.how_to_get(svhn, Path("d")) == (
+        "put train_32x32.mat and test_32x32.mat (from "
+        "http://ufldl.stanford.edu/housenumbers/train_32x32.mat and "
+        "http://ufldl.stanford.edu/housenumbers/test_32x32.mat) into d/svhn/"
+    )
+    assert mnist.format.how_to_get(mnist, Path("d")) == (
+        "put the four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) into d/MNIST/raw/"
+    )

@@ -362,3 +362,17 @@ def test_resnet_pools_globally_by_design_and_refuses_flatten():
         torch.testing.assert_close(nets[head](x), last(reduce))
     with pytest.raises(ConfigError, match=r"model.head=flatten does not suit a ResNet.*gap"):
         ResNet((3, 32, 32), 10, head="flatten")
+
+
+def test_the_readme_shows_the_lenet_classic_layer_table_as_printed():
+    from cnnlab.config import PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    start = readme.index("LeNet-5 (1998 layout) on MNIST\n")
+    shown = readme[start : readme.index("```", start)].rstrip("\n")
+    net = LeNet5Classic((1, 28, 28), 10)
+    assert layer_table(net, (1, 28, 28), "LeNet-5 (1998 layout) on MNIST") == shown
+    assert net.title == "LeNet-5 (1998 layout)"
+    # 32x32 inputs need no padding: C1 comes first
+    rows = layer_rows(LeNet5Classic((3, 32, 32), 10), (3, 32, 32))
+    assert [r.name for r in rows][:3] == ["C1", "S2", "C3"]

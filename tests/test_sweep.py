@@ -152,4 +152,12 @@ def test_sweep_presets_sweep_keys_that_exist(preset):
 
 @pytest.mark.parametrize("launcher", ["parallel", "slurm"])
 def test_launchers_compose(launcher):
+    from hydra.core.hydra_config import HydraConfig
+
     compose_config("train", [f"hydra/launcher={launcher}"])
+    chosen = HydraConfig.get().launcher
+    if launcher == "parallel":
+        assert chosen._target_.endswith("joblib_launcher.JoblibLauncher") and chosen.n_jobs == 2
+    else:
+        assert chosen._target_.endswith("submitit_launcher.SlurmLauncher")
+        assert chosen.additional_parameters.signal == "SIGUSR1@90"  # Lightning's requeue

@@ -36,7 +36,7 @@ class ImageClassifier(pl.LightningModule):
         compile: bool | str = False,
         label_smoothing: float = 0.0,
         test_tta: str | None = None,
-    ):
+    ):  # pragma: no mutate block (mutmut's wrapper would hide the arguments from save_hyperparameters)
         super().__init__()
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.net = net

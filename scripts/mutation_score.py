@@ -1,0 +1,30 @@
+"""Mutation score per module from mutmut's results: ``python scripts/mutation_score.py [mutants]``.
+
+``--survivors`` lists the mutants that survived (see them with ``mutmut show NAME``).
+``make mutation`` runs mutmut and then this.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from cnnlab.dev.mutation import read_scores, report  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("mutants", nargs="?", default="mutants", help="mutmut's mutants/ folder")
+    parser.add_argument("--survivors", action="store_true", help="list surviving mutants")
+    args = parser.parse_args()
+    scores = read_scores(args.mutants)
+    if not scores:
+        print(f"No mutmut results under {args.mutants}/ (run: make mutation)", file=sys.stderr)
+        return 2
+    print(report(scores, survivors=args.survivors))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
