@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -16,6 +15,7 @@ from cnnlab.data.formats import write_idx
 from cnnlab.data.sources import ensure_dataset
 from cnnlab.data.specs import get_spec
 from cnnlab.data.synthetic import make_images, write_cifar_like, write_mnist_like, write_synthetic
+from cnnlab.dev import subprocess_env  # noqa: F401  (tests import it from here)
 
 FASHION_MIRROR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -125,13 +125,6 @@ def one_line_error(proc: subprocess.CompletedProcess, pattern: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr[-2000:]
     assert re.search(pattern, lines[0]), lines[0]
     assert "Traceback" not in proc.stderr
-
-
-def subprocess_env(**extra: str) -> dict[str, str]:
-    """The environment for a script run in a subprocess: this checkout's src/ comes first."""
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{path}" if path else src, **extra}
 
 
 # data=folder test images: three classes a small net tells apart

@@ -21,7 +21,14 @@ from optuna.trial import TrialState
 from cnnlab.config import compose_config
 from cnnlab.data.synthetic import write_mnist_like
 from cnnlab.errors import ConfigError
-from cnnlab.search import distributions, flatten_space, from_config, overrides_of, storage
+from cnnlab.search import (
+    distributions,
+    flatten_space,
+    from_config,
+    make_executor,
+    overrides_of,
+    storage,
+)
 from tests.conftest import one_line_error, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,3 +242,23 @@ def test_a_bad_setting_is_one_line_and_starts_nothing(tmp_path):
     )
     one_line_error(proc, "workers=0 must be an integer >= 1")
     assert not (tmp_path / "s").exists()
+
+
+def test_slurm_workers_are_an_array_with_the_configured_resources(tmp_path, monkeypatch):
+    """What a cluster would get: submitit's SLURM executor takes every parameter by its name
+    (a misnamed one raises), one array of `workers` jobs (sbatch is faked: no cluster here)."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\n")
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    cfg = OmegaConf.to_container(
+        compose_config("search", [f"dir={tmp_path / 's'}", "launcher=slurm", "workers=8",
+                                  "slurm.partition=gpu", "slurm.gpus_per_node=1"]),
+        resolve=True,
+    )  # fmt: skip
+    executor = make_executor(from_config(cfg), cfg["workers"], cfg["launcher"], cfg["slurm"])
+    params = executor._executor.parameters
+    assert params["partition"] == "gpu" and params["array_parallelism"] == 8
+    assert params["time"] == 240 and params["cpus_per_task"] == 4 and params["mem"] == "16GB"
+    assert params["gpus_per_node"] == 1

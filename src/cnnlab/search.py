@@ -337,19 +337,7 @@ def launch(
     if workers == 1 and launcher == "local":
         work(search, 0, announce=True)
         return []
-    import submitit
-
-    cluster = "local" if launcher == "local" else "slurm"
-    executor = submitit.AutoExecutor(folder=Path(search.dir) / "workers", cluster=cluster)
-    executor.update_parameters(timeout_min=int(slurm.get("timeout_min") or 24 * 60))
-    if cluster == "slurm":
-        executor.update_parameters(
-            cpus_per_task=slurm.get("cpus_per_task"),
-            gpus_per_node=slurm.get("gpus_per_node"),
-            mem_gb=slurm.get("mem_gb"),
-            slurm_array_parallelism=workers,
-            **({"slurm_partition": slurm["partition"]} if slurm.get("partition") else {}),
-        )
+    executor = make_executor(search, workers, launcher, slurm)
     jobs = executor.map_array(work, [search] * workers, list(range(workers)))
     study, seen = open_study(search), set()
     try:
@@ -373,6 +361,26 @@ def launch(
                 f"worker {k} (job {job.job_id}) failed: {cause.strip()} (log: {job.paths.stderr})"
             )
     return failures
+
+
+def make_executor(search: Search, workers: int, launcher: str, slurm: dict[str, Any]) -> Any:
+    """submitit's executor for the workers: local processes, or a SLURM array."""
+    import submitit
+
+    cluster = "local" if launcher == "local" else "slurm"
+    executor = submitit.AutoExecutor(folder=Path(search.dir) / "workers", cluster=cluster)
+    if cluster == "local":  # submitit kills a job at its time limit: a local search has none
+        executor.update_parameters(timeout_min=365 * 24 * 60)
+    else:
+        executor.update_parameters(
+            timeout_min=int(slurm.get("timeout_min") or 24 * 60),
+            cpus_per_task=slurm.get("cpus_per_task"),
+            gpus_per_node=slurm.get("gpus_per_node"),
+            mem_gb=slurm.get("mem_gb"),
+            slurm_array_parallelism=workers,
+            **({"slurm_partition": slurm["partition"]} if slurm.get("partition") else {}),
+        )
+    return executor
 
 
 def _announce(study: Any, search: Search, seen: set[int]) -> None:

@@ -11,7 +11,6 @@ printed, and whether every file that existed before the command is still there u
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import struct
 import subprocess
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.config import PROJECT_ROOT
+from cnnlab.dev import subprocess_env
 
 TRAIN = (
     "train.py",
@@ -308,12 +308,9 @@ class _Call:
 
 def _run(argv: tuple[str, ...] | list[str], ws: Workspace) -> subprocess.CompletedProcess:
     args = [a.format_map(ws) for a in argv]
-    src = str(PROJECT_ROOT / "src")
-    path = os.environ.get("PYTHONPATH")
-    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{path}" if path else src}
     return subprocess.run(
         [sys.executable, str(PROJECT_ROOT / args[0]), *args[1:]],
-        capture_output=True, text=True, timeout=300, cwd=ws.root, env=env,
+        capture_output=True, text=True, timeout=300, cwd=ws.root, env=subprocess_env(),
     )  # fmt: skip
 
 
