@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from cnnlab.data.synthetic import write_mnist_like
 from cnnlab.dev.bench import Result, report
@@ -92,6 +93,10 @@ def test_whole_epoch_runs_the_real_train_command_and_its_ratios_come_from_measur
     assert [r["epochs"] for r in sorted(records, key=lambda r: r["epochs"])] == [1, 2]
     logged = {p.parents[1] for p in scratch.glob("*/run/tensorboard/events.out.tfevents.*")}
     assert len(logged) == 2 and len(list(scratch.glob("*/run/checkpoints/last.ckpt"))) == 2
+    # the raw loop gets the memory format train.py's channels_last=auto chose for this run
+    stored = torch.load(next(scratch.glob("*/run/checkpoints/last.ckpt")), weights_only=True)
+    assert stored["hyper_parameters"]["channels_last"] is True
+    assert all("--channels-last" in c for c in commands if "cnnlab.dev.raw_loop" in c)
     train, raw = variants
     for r in records:  # the process wall time holds the run's own (and its imports)
         assert train.walls[r["epochs"]][0] > r["wall_time_s"] > 0

@@ -8,8 +8,8 @@ import torch
 from cnnlab.data.batch_augment import BatchAugmentation
 from cnnlab.errors import ConfigError
 from cnnlab.lit import ImageClassifier
-from cnnlab.models import LeNet5
-from cnnlab.run import train
+from cnnlab.models import MLP, LeNet5
+from cnnlab.run import channels_last, train
 
 from .conftest import make_cfg
 
@@ -26,6 +26,38 @@ def test_switches_compute_the_same_function(switch):
     switched = ImageClassifier(net, 10, ADAM, **switch).eval()
     assert torch.allclose(switched(x), expected, atol=1e-5)
     assert set(switched.state_dict()) == set(plain.state_dict())  # checkpoints stay interchangeable
+
+
+@pytest.mark.parametrize(
+    "value, net, accelerator, expected",
+    [
+        ("auto", LeNet5((1, 28, 28), 10), "auto", True),  # convolutions, no batch norm, CPU here
+        ("auto", LeNet5((1, 28, 28), 10), "cpu", True),
+        ("auto", LeNet5((1, 28, 28), 10, batch_norm=True), "cpu", False),  # CPU BN: 3-4x slower
+        ("auto", MLP((1, 28, 28), 10), "cpu", False),  # nothing to gain without convolutions
+        ("auto", LeNet5((1, 28, 28), 10), "gpu", False),  # not measured on a GPU: as before
+        (True, LeNet5((1, 28, 28), 10, batch_norm=True), "cpu", True),  # chosen: as chosen
+        (False, LeNet5((1, 28, 28), 10), "cpu", False),
+    ],
+    ids=["lenet-auto", "lenet-cpu", "lenet-bn", "mlp", "gpu", "forced-on", "forced-off"],
+)
+def test_channels_last_auto_is_on_for_cpu_convolutions_without_batch_norm(
+    value, net, accelerator, expected
+):
+    assert channels_last(value, net, accelerator) is expected
+
+
+def test_a_default_run_trains_and_tests_in_the_layout_auto_chose(tiny_mnist, tmp_path):
+    from cnnlab.checkpoint import load_classifier
+
+    cfg = make_cfg(tmp_path, tiny_mnist, "data.val_size=100", "trainer.max_epochs=1")
+    metrics = train(cfg)
+    ckpt = tmp_path / "run" / "checkpoints" / metrics["tested_checkpoint"]
+    model, _ = load_classifier(ckpt)  # eval.py and predict.py: the layout it was tested in
+    assert model.hparams.channels_last is True
+    assert model.net.C1.weight.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ConfigError, match=r"channels_last='yes' must be true, false or auto"):
+        train(make_cfg(tmp_path / "bad", tiny_mnist, "channels_last=yes"))
 
 
 def test_all_switches_train_together_on_cpu(tiny_mnist, tmp_path):

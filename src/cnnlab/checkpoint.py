@@ -201,6 +201,8 @@ def load_classifier(path: str | Path):
         optimizer=info["config"]["optimizer"],
         scheduler=info["config"].get("scheduler"),
         class_names=info["classes"],
+        # the memory format it was trained and tested in: the same rounding, the same predictions
+        channels_last=(ckpt.get("hyper_parameters") or {}).get("channels_last") is True,
     )
     try:
         model.load_state_dict(ckpt["state_dict"])

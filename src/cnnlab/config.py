@@ -90,6 +90,12 @@ def validate(cfg: DictConfig) -> None:
             f"data.num_workers={workers!r} must be an integer >= 0, or null to choose "
             f"(0: batches made in the training process)."
         )
+    layout = OmegaConf.select(cfg, "channels_last")
+    if layout not in (None, True, False, "auto"):
+        raise ConfigError(
+            f"channels_last={layout!r} must be true, false or auto (auto: channels-last "
+            f"memory format where it was measured faster: CPU, convolutions, no batch norm)."
+        )
     seed = OmegaConf.select(cfg, "seed")
     # numpy's generators take seeds in [0, 2**32), and seed_everything seeds numpy
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:

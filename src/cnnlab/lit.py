@@ -62,7 +62,7 @@ class ImageClassifier(pl.LightningModule):
         self.val_confmat = MulticlassConfusionMatrix(num_classes, validate_args=False)
         self.test_confmat = MulticlassConfusionMatrix(num_classes, validate_args=False)
         self.confusion: dict[str, torch.Tensor] = {}
-        if channels_last:  # NHWC: faster convolutions on tensor cores, same results
+        if channels_last:  # NHWC: faster convolutions (CPU, tensor cores), same results to rounding
             self.net.to(memory_format=torch.channels_last)
         # torch.compile's wrapper is kept outside the module tree, so checkpoints hold the
         # plain net's weights and load with or without compilation

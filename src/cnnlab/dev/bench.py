@@ -191,6 +191,8 @@ def measure(
             if i == warmup:
                 t0 = time.perf_counter()
             x, y = next(it)
+            if classifier.hparams.channels_last:  # the layout train.py's run uses (auto)
+                x = x.contiguous(memory_format=torch.channels_last)
             loss = loss_fn(net(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()

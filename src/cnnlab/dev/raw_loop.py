@@ -1,13 +1,16 @@
 """The baselines ``make bench`` holds ``train.py`` against: bare PyTorch loops, nothing else.
 
     python -m cnnlab.dev.raw_loop FOLDER EPOCHS [--pipeline tensor|torchvision] [--workers W]
-                                                [--val N]
+                                                [--val N] [--channels-last]
 
 Both train cnnlab's LeNet-5 on Fashion-MNIST-shaped IDX files in ``FOLDER`` (torchvision's
 ``FashionMNIST/raw`` layout) for EPOCHS epochs of the same work ``train.py`` does with its
 defaults: 55,000 training images in batches of 128 with fused Adam (lr 1e-3), a validation pass over
 the other 5,000 in batches of 1,000 after every epoch, then one pass over the 10,000 test
 images. Nothing else: no logging, no checkpoints, no progress bar, no figures.
+``--channels-last`` puts the net and its inputs in that memory format, as ``train.py``'s
+``channels_last=auto`` does for LeNet-5 on a CPU (``make bench`` passes it to both pipelines,
+so each comparison holds everything but the framework or the data pipeline equal).
 
   tensor       the framework limit: each split as one uint8 tensor in memory, batches cut by
                a random permutation and normalised as they are cut (cnnlab's data strategy,
@@ -90,19 +93,24 @@ def _torchvision_splits(folder: Path, workers: int, val: int):
     return (lambda: iter(loaders[0]), lambda: iter(loaders[1]), lambda: iter(test_loader))
 
 
-def _accuracy(net: nn.Module, batches) -> float:
+def _accuracy(net: nn.Module, batches, layout: torch.memory_format) -> float:
     net.eval()
     correct = total = 0
     with torch.no_grad():
         for x, y in batches:
-            correct += int((net(x).argmax(1) == y).sum())
+            correct += int((net(x.contiguous(memory_format=layout)).argmax(1) == y).sum())
             total += len(y)
     net.train()
     return correct / total
 
 
 def main(
-    folder: Path, epochs: int, pipeline: str = "tensor", workers: int = 2, val_size: int = VAL
+    folder: Path,
+    epochs: int,
+    pipeline: str = "tensor",
+    workers: int = 2,
+    val_size: int = VAL,
+    channels_last: bool = False,
 ) -> dict:
     torch.set_flush_denormal(True)  # as cnnlab does: denormals slow small nets several times
     torch.manual_seed(0)
@@ -110,19 +118,21 @@ def main(
         train, val, test = _tensor_splits(folder, val_size)
     else:
         train, val, test = _torchvision_splits(folder, workers, val_size)
-    net = LeNet5((1, 28, 28), 10)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    net = LeNet5((1, 28, 28), 10).to(memory_format=layout)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=True)  # as conf/optimizer/adam.yaml
     loss_fn = nn.CrossEntropyLoss()
     first_step = None
     for _ in range(epochs):
         for x, y in train():
             first_step = first_step or time.time()
-            loss = loss_fn(net(x), y)
+            loss = loss_fn(net(x.contiguous(memory_format=layout)), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        val_acc = _accuracy(net, val())
-    return {"first_step": first_step, "val_acc": val_acc, "test_acc": _accuracy(net, test())}
+        val_acc = _accuracy(net, val(), layout)
+    test_acc = _accuracy(net, test(), layout)
+    return {"first_step": first_step, "val_acc": val_acc, "test_acc": test_acc}
 
 
 if __name__ == "__main__":
@@ -132,5 +142,6 @@ if __name__ == "__main__":
     parser.add_argument("--pipeline", choices=("tensor", "torchvision"), default="tensor")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--val", type=int, default=VAL)
+    parser.add_argument("--channels-last", action="store_true")
     a = parser.parse_args()
-    print(json.dumps(main(a.folder, a.epochs, a.pipeline, a.workers, a.val)))
+    print(json.dumps(main(a.folder, a.epochs, a.pipeline, a.workers, a.val, a.channels_last)))

@@ -99,6 +99,8 @@ def train_cmd(data_dir: Path, run_dir: Path, *overrides: str) -> list[str]:
 
 
 def raw_cmd(folder: Path, epochs: int, val: int, pipeline: str, workers: int) -> list[str]:
+    # channels-last as train.py's channels_last=auto chooses for LeNet-5 on a CPU
+    # (tests/test_bench.py checks that it does), so only the framework or the pipeline differs
     return [
         PYTHON,
         "-m",
@@ -108,6 +110,7 @@ def raw_cmd(folder: Path, epochs: int, val: int, pipeline: str, workers: int) ->
         f"--pipeline={pipeline}",
         f"--workers={workers}",
         f"--val={val}",
+        "--channels-last",
     ]
 
 
