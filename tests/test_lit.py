@@ -513,3 +513,24 @@ def test_total_steps_and_epochs_left_empty_are_filled_from_the_trainer():
     sched = out["lr_scheduler"]["scheduler"]
     # one warmup epoch of four: 10 of the 40 steps
     assert sched.total_steps == 40 and sched.warmup_steps == 10
+
+
+def test_the_cuda_random_state_travels_in_the_checkpoint_where_there_is_cuda(monkeypatch):
+    """On a GPU machine the CUDA generators are saved and restored too (stood in for here:
+    this test runs on CPU machines)."""
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: ["gpu0 state", "gpu1 state"])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    model = _classifier()
+    checkpoint: dict = {}
+    model.on_save_checkpoint(checkpoint)
+    assert checkpoint["rng"]["cuda"] == ["gpu0 state", "gpu1 state"]
+    assert torch.equal(checkpoint["rng"]["torch"], torch.get_rng_state())
+    model.on_load_checkpoint(checkpoint)
+    assert restored == [["gpu0 state", "gpu1 state"]]
+    model.on_load_checkpoint({"rng": {"torch": torch.get_rng_state()}})  # saved without CUDA
+    assert len(restored) == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # loaded without CUDA
+    model.on_load_checkpoint(checkpoint)
+    assert len(restored) == 1
