@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -134,15 +133,17 @@ def test_run_info_without_normalisation_framing_or_start():
     assert ckpt[KEY]["framing"] is None and "normalization" not in ckpt[KEY]
 
 
-def test_run_info_elapsed_time_adds_the_earlier_parts_and_is_rounded():
+def test_run_info_elapsed_time_adds_the_earlier_parts_and_is_rounded(monkeypatch):
+    import cnnlab.checkpoint as checkpoint_module
+
+    monkeypatch.setattr(checkpoint_module, "time", SimpleNamespace(perf_counter=lambda: 1000.0))
     ckpt: dict = {}
-    start = time.perf_counter() - 5.0
-    RunInfo(config(), (1, 4, 3), ["a"], started=start).on_save_checkpoint(_trainer(), None, ckpt)
-    assert 5.0 <= ckpt[KEY]["elapsed_s"] < 6.0  # earlier_s defaults to 0
-    start = time.perf_counter() - 5.0
-    RunInfo(config(), (1, 4, 3), ["a"], start, 100.0).on_save_checkpoint(_trainer(), None, ckpt)
-    elapsed = ckpt[KEY]["elapsed_s"]
-    assert 105.0 <= elapsed < 106.0 and elapsed == round(elapsed, 2)
+    RunInfo(config(), (1, 4, 3), ["a"], started=994.56789).on_save_checkpoint(
+        _trainer(), None, ckpt
+    )
+    assert ckpt[KEY]["elapsed_s"] == 5.43  # earlier_s defaults to 0; two decimals
+    RunInfo(config(), (1, 4, 3), ["a"], 994.56789, 100.0).on_save_checkpoint(_trainer(), None, ckpt)
+    assert ckpt[KEY]["elapsed_s"] == 105.43
 
 
 # -- loading -----------------------------------------------------------------------------
@@ -241,13 +242,44 @@ def test_an_error_message_is_cut_to_its_first_stripped_line(tmp_path, monkeypatc
     path = saved(tmp_path, checkpoint())
 
     def fail(*args, **kwargs):
-        raise KeyError("  \n  first line  \nsecond line\n")
+        raise ValueError("  \n  first line\nsecond line\n")
 
     monkeypatch.setattr(torch, "load", fail)
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path)
-    assert f"({KeyError.__name__}: " in str(err.value)
-    assert "(KeyError: '  \n" not in str(err.value)
+    assert str(err.value) == (
+        f"{path} is not a readable PyTorch checkpoint (ValueError: first line). It may be "
+        f"truncated; use another checkpoint of the run (best.ckpt or last.ckpt)."
+    )
+
+
+def test_an_older_torchs_refusal_of_a_global_is_read_too(tmp_path, monkeypatch):
+    """The refusal's other wording, which load_checkpoint also reads (older torch versions:
+    "global: posix.system", without the GLOBAL opcode's name)."""
+    path = saved(tmp_path, checkpoint())
+
+    def refuse(*args, **kwargs):
+        raise pickle.UnpicklingError("Weights only load failed. Unsupported global: posix.system")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    with pytest.raises(CheckpointError, match=r"\(it would call posix\.system when opened\)"):
+        load_checkpoint(path)
+
+
+def test_checkpoints_are_always_loaded_as_weights_only_onto_the_cpu(tmp_path, monkeypatch):
+    """Whatever torch's defaults (weights_only became the default only in torch 2.6), cnnlab
+    asks for weights only, and for CPU tensors (a GPU checkpoint opens on a CPU machine)."""
+    path = saved(tmp_path, checkpoint())
+    calls = []
+    real = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    load_checkpoint(path)
+    assert calls == [{"map_location": "cpu", "weights_only": True}]
 
 
 @pytest.mark.parametrize(
@@ -272,8 +304,9 @@ def test_load_checkpoint_checks_the_layout(tmp_path):
     ckpt = checkpoint()
     ckpt[KEY]["classes"] = []
     path = saved(tmp_path, ckpt)
-    with pytest.raises(CheckpointError, match=r"its class list is missing"):
+    with pytest.raises(CheckpointError) as err:
         load_checkpoint(path)
+    assert str(err.value).startswith(f"{path}: its class list is missing")
 
 
 # -- check_layout ------------------------------------------------------------------------
@@ -385,6 +418,12 @@ def test_build_datamodule_reads_from_the_callers_places_never_the_files(tmp_path
     assert info["config"]["data"]["data_dir"] == "/stored/data"  # the info is not edited
 
 
+def test_build_datamodule_names_the_file_in_its_error(tmp_path):
+    data = {"_target_": "cnnlab.data.ImageDataModule", "name": "mnist", "zoom": 2}
+    with pytest.raises(CheckpointError, match=r"^x\.ckpt: its stored data config does not fit"):
+        build_datamodule({"config": config(data=data)}, "x.ckpt", tmp_path, [])
+
+
 def test_build_datamodule_drops_a_stored_root(tmp_path):
     """A folder dataset's ``root`` is a place on disk too: a stored one is never passed on
     (ImageDataModule takes no ``root``: passing it would fail)."""
@@ -420,6 +459,15 @@ def test_load_classifier_says_when_the_weights_do_not_fit_the_config(tmp_path):
         f"{path}: its weights do not fit the model its config describes (Error(s) in loading "
         f"state_dict for ImageClassifier:)."
     )
+
+
+def test_load_classifier_names_the_file_when_the_model_config_does_not_fit(tmp_path):
+    ckpt = checkpoint()
+    ckpt[KEY]["config"]["model"]["depth_of_field"] = 3  # plain data, but no MLP argument
+    path = saved(tmp_path, ckpt)
+    with pytest.raises(CheckpointError) as err:
+        load_classifier(path)
+    assert str(err.value).startswith(f"{path}: its stored model config does not fit ")
 
 
 # -- resuming ----------------------------------------------------------------------------
@@ -499,6 +547,7 @@ def test_check_compatible_compares_only_the_nets_weights(tmp_path):
     "value,expected",
     [
         (12.5, 12.5),
+        (0.5, 0.5),
         (7, 7.0),
         (0, 0.0),
         (999_999_999.0, 999_999_999.0),
