@@ -48,9 +48,9 @@ def _logits(preds: list[int], scale: float) -> torch.Tensor:
     return out
 
 
-def weights(epoch: int) -> torch.Tensor:
+def weights(epoch: int, val_preds=VAL_PREDS) -> torch.Tensor:
     """The net's weight at ``epoch``: sample i's logits are column i (the input is one-hot)."""
-    val = _logits(VAL_PREDS[epoch], 1.0 + epoch)
+    val = _logits(val_preds[epoch], 1.0 + epoch)
     test = _logits(TEST_PREDS, 2.0)
     return torch.cat([TRAIN_LOGITS, val, test]).T.contiguous()
 
@@ -71,12 +71,13 @@ def loaders(train_batch: int = 4, eval_batch: int = 3):
 
 
 class SetWeights(pl.Callback):
-    def __init__(self):
+    def __init__(self, val_preds=VAL_PREDS):
+        self.val_preds = val_preds
         self.shown: list[set[str]] = []  # the progress bar's keys after training and test
 
     def on_train_epoch_start(self, trainer, pl_module):
         with torch.no_grad():
-            pl_module.net.weight.copy_(weights(trainer.current_epoch))
+            pl_module.net.weight.copy_(weights(trainer.current_epoch, self.val_preds))
 
     def on_train_end(self, trainer, pl_module):
         self.shown.append(set(trainer.progress_bar_metrics))
@@ -108,7 +109,9 @@ class Recorder(Logger):
             self.values.setdefault(key, []).append(float(value))
 
 
-def fit(label_smoothing: float = 0.0, class_names=CLASSES, sanity_steps: int = 0):
+def fit(
+    label_smoothing: float = 0.0, class_names=CLASSES, sanity_steps: int = 0, val_preds=VAL_PREDS
+):
     net = nn.Linear(N_TRAIN + N_VAL + N_TEST, 3, bias=False)
     with torch.no_grad():  # before the first epoch (the sanity pass): every sample right
         net.weight.copy_(torch.eye(3)[torch.cat([TRAIN_Y, VAL_Y, TEST_Y])].T * 5)
@@ -124,7 +127,7 @@ def fit(label_smoothing: float = 0.0, class_names=CLASSES, sanity_steps: int = 0
         accelerator="cpu",
         max_epochs=EPOCHS,
         logger=recorder,
-        callbacks=[SetWeights()],
+        callbacks=[SetWeights(val_preds)],
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -137,8 +140,9 @@ def fit(label_smoothing: float = 0.0, class_names=CLASSES, sanity_steps: int = 0
     return model, recorder.values
 
 
-@pytest.fixture(scope="module")
-def fitted():
+@pytest.fixture
+def fitted():  # not shared between tests: mutmut runs, for a mutant in a hook, only the
+    # tests during which the hook ran, and a module-scoped fit runs during the first one only
     return fit()
 
 
@@ -164,6 +168,34 @@ def test_best_validation_accuracy_is_the_running_maximum_and_its_first_epoch(fit
     assert logged["val/acc_best"] == pytest.approx([4 / 8, 6 / 8, 6 / 8, 6 / 8])
     assert model.val_acc_best == pytest.approx(6 / 8)
     assert model.best_epoch == 1  # not 2, which only tied it, nor 3, the last
+
+
+def test_a_first_epoch_that_stays_best_keeps_its_place():
+    # 6/8, 4/8, 3/8, 6/8: epoch 0 is best, the later epochs fall and then only tie it
+    model, logged = fit(val_preds=[VAL_PREDS[1], VAL_PREDS[0], VAL_PREDS[3], VAL_PREDS[2]])
+    assert logged["val/acc"] == pytest.approx([6 / 8, 4 / 8, 3 / 8, 6 / 8])
+    assert logged["val/acc_best"] == pytest.approx([6 / 8] * 4)
+    assert (model.val_acc_best, model.best_epoch) == (pytest.approx(6 / 8), 0)
+
+
+def test_the_accuracy_of_a_one_image_validation_split():
+    net = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.eye(2))
+    model = ImageClassifier(net, 2, optimizer={"_target_": "torch.optim.SGD", "lr": 0.0})
+    recorder = Recorder()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=recorder,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    one = DataLoader(TensorDataset(torch.tensor([[0.0, 1.0]]), torch.tensor([1])), batch_size=1)
+    trainer.fit(model, one, one)
+    assert recorder.values["val/acc"] == [1.0]  # 1 of 1, not 1 of 2
 
 
 def test_train_loss_epoch_is_the_per_sample_mean_not_the_mean_of_batch_means(fitted):
