@@ -566,3 +566,30 @@ def test_the_cuda_random_state_travels_in_the_checkpoint_where_there_is_cuda(mon
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # loaded without CUDA
     model.on_load_checkpoint(checkpoint)
     assert len(restored) == 1
+
+
+def test_with_a_progress_bar_each_redraw_shows_the_step_loss():
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    model = ImageClassifier(
+        nn.Linear(N_TRAIN + N_VAL + N_TEST, 3, bias=False),
+        3,
+        optimizer={"_target_": "torch.optim.SGD", "lr": 0.0},
+    )
+    with torch.no_grad():
+        model.net.weight.copy_(weights(0))
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        callbacks=[TQDMProgressBar(refresh_rate=1)],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=50,  # the logger writes no step of this epoch: only the bar asks
+    )
+    train_loader, val_loader, _ = loaders()
+    trainer.fit(model, train_loader, val_loader)
+    per_sample = F.cross_entropy(TRAIN_LOGITS, TRAIN_Y, reduction="none")
+    # the last redraw shows the last step's loss: the batch of 2
+    assert trainer.progress_bar_metrics["train/loss"] == pytest.approx(per_sample[4:].mean().item())
