@@ -4,7 +4,10 @@ pickles, SVHN's MATLAB files); SVHN end to end; installs racing each other."""
 from __future__ import annotations
 
 import hashlib
+import io
+import pickle
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ import torch
 
 from cnnlab.data import ImageDataModule
 from cnnlab.data import sources as sources_module
-from cnnlab.data.formats import write_idx
+from cnnlab.data.formats import md5sum, write_idx
 from cnnlab.data.sources import ensure_dataset
 from cnnlab.data.specs import SPECS, get_spec
 from cnnlab.data.synthetic import write_mnist_like, write_synthetic
@@ -313,3 +316,69 @@ def test_download_urls_and_hints_name_the_official_files():
         "put the four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
         "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) into d/MNIST/raw/"
     )
+
+
+class _Python2Pickler(pickle._Pickler):
+    """Pickles as Python 2's cPickle did: every ``str`` and ``bytes`` as a Python 2 byte string
+    (the BINSTRING opcodes), the way the real CIFAR-10 batches hold their keys and their
+    images' raw bytes. Python 3's own pickler writes ``str`` as BINUNICODE and ``bytes`` (at
+    protocol 2) as a call to ``_codecs.encode``, neither of which depends on how ``pickle.load``
+    decodes byte strings."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def _save_py2_str(self, obj):
+        data = obj.encode("latin1") if isinstance(obj, str) else obj
+        if len(data) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+        self.memoize(obj)
+
+    dispatch[str] = _save_py2_str
+    dispatch[bytes] = _save_py2_str
+
+
+def _python2_pickle(obj) -> bytes:
+    out = io.BytesIO()
+    _Python2Pickler(out, protocol=2).dump(obj)
+    return out.getvalue()
+
+
+def test_cifar_batches_pickled_by_python_2_read_as_the_real_ones_do(data_dir, monkeypatch):
+    """The real CIFAR-10 batches are Python 2 pickles (``\\x80\\x02}q\\x01(U\\x04data...``): their
+    image bytes come back only with ``encoding="latin1"`` (the default, ASCII, fails on bytes
+    over 127; ``"bytes"`` turns the keys into bytes)."""
+    patch_md5(monkeypatch, "cifar10", write_synthetic("cifar10", data_dir, n_train=40, n_test=20))
+    spec = get_spec("cifar10")
+    expected = {train: spec.read(data_dir, train=train) for train in (True, False)}
+    folder = spec.target_dir(data_dir)
+    for name in spec.files:
+        entry = pickle.loads((folder / name).read_bytes())
+        (folder / name).write_bytes(_python2_pickle(entry))
+    raw = (folder / "test_batch").read_bytes()
+    assert raw.startswith(b"\x80\x02}q\x00(U\x0bbatch_label")  # Python 2's layout
+    with pytest.raises(UnicodeDecodeError):
+        pickle.loads(raw)
+    assert b"data" in pickle.loads(raw, encoding="bytes")
+    for train in (True, False):
+        x, y = spec.read(data_dir, train=train)
+        assert torch.equal(x, expected[train][0]) and torch.equal(y, expected[train][1])
+        assert x.dtype == torch.uint8 and int(x.max()) > 127
+    # torchvision's reader (the benchmark's baseline) reads them too
+    patch_md5(monkeypatch, "cifar10", {n: md5sum(folder / n) for n in spec.files})
+    ds = spec.format.torchvision_dataset(data_dir, train=False)
+    assert np.array_equal(np.asarray(ds[3][0]), expected[False][0][3].permute(1, 2, 0).numpy())
+    assert tuple(ds.classes) == spec.classes
+
+
+@pytest.mark.parametrize("name", ["cifar10", "svhn"])
+def test_the_torchvision_baseline_applies_its_transform(name, data_dir, monkeypatch):
+    patch_md5(monkeypatch, name, write_synthetic(name, data_dir, n_train=20, n_test=10))
+    spec = get_spec(name)
+    for train, n in ((True, 20), (False, 10)):
+        ds = spec.format.torchvision_dataset(data_dir, train=train, transform=np.asarray)
+        x, _ = spec.read(data_dir, train=train)
+        image, _ = ds[4]
+        assert isinstance(image, np.ndarray) and len(ds) == n
+        assert np.array_equal(image, x[4].permute(1, 2, 0).numpy())

@@ -48,9 +48,9 @@ def _logits(preds: list[int], scale: float) -> torch.Tensor:
     return out
 
 
-def weights(epoch: int) -> torch.Tensor:
+def weights(epoch: int, val_preds=VAL_PREDS) -> torch.Tensor:
     """The net's weight at ``epoch``: sample i's logits are column i (the input is one-hot)."""
-    val = _logits(VAL_PREDS[epoch], 1.0 + epoch)
+    val = _logits(val_preds[epoch], 1.0 + epoch)
     test = _logits(TEST_PREDS, 2.0)
     return torch.cat([TRAIN_LOGITS, val, test]).T.contiguous()
 
@@ -71,9 +71,19 @@ def loaders(train_batch: int = 4, eval_batch: int = 3):
 
 
 class SetWeights(pl.Callback):
+    def __init__(self, val_preds=VAL_PREDS):
+        self.val_preds = val_preds
+        self.shown: list[set[str]] = []  # the progress bar's keys after training and test
+
     def on_train_epoch_start(self, trainer, pl_module):
         with torch.no_grad():
-            pl_module.net.weight.copy_(weights(trainer.current_epoch))
+            pl_module.net.weight.copy_(weights(trainer.current_epoch, self.val_preds))
+
+    def on_train_end(self, trainer, pl_module):
+        self.shown.append(set(trainer.progress_bar_metrics))
+
+    def on_test_end(self, trainer, pl_module):
+        self.shown.append(set(trainer.progress_bar_metrics))
 
 
 class Recorder(Logger):
@@ -99,13 +109,17 @@ class Recorder(Logger):
             self.values.setdefault(key, []).append(float(value))
 
 
-def fit(label_smoothing: float = 0.0):
+def fit(
+    label_smoothing: float = 0.0, class_names=CLASSES, sanity_steps: int = 0, val_preds=VAL_PREDS
+):
     net = nn.Linear(N_TRAIN + N_VAL + N_TEST, 3, bias=False)
+    with torch.no_grad():  # before the first epoch (the sanity pass): every sample right
+        net.weight.copy_(torch.eye(3)[torch.cat([TRAIN_Y, VAL_Y, TEST_Y])].T * 5)
     model = ImageClassifier(
         net,
         num_classes=3,
         optimizer={"_target_": "torch.optim.SGD", "lr": 0.0},
-        class_names=CLASSES,
+        class_names=class_names,
         label_smoothing=label_smoothing,
     )
     recorder = Recorder()
@@ -113,11 +127,11 @@ def fit(label_smoothing: float = 0.0):
         accelerator="cpu",
         max_epochs=EPOCHS,
         logger=recorder,
-        callbacks=[SetWeights()],
+        callbacks=[SetWeights(val_preds)],
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        num_sanity_val_steps=0,
+        num_sanity_val_steps=sanity_steps,
         log_every_n_steps=1,
     )
     train_loader, val_loader, test_loader = loaders()
@@ -126,8 +140,9 @@ def fit(label_smoothing: float = 0.0):
     return model, recorder.values
 
 
-@pytest.fixture(scope="module")
-def fitted():
+@pytest.fixture
+def fitted():  # not shared between tests: mutmut runs, for a mutant in a hook, only the
+    # tests during which the hook ran, and a module-scoped fit runs during the first one only
     return fit()
 
 
@@ -153,6 +168,34 @@ def test_best_validation_accuracy_is_the_running_maximum_and_its_first_epoch(fit
     assert logged["val/acc_best"] == pytest.approx([4 / 8, 6 / 8, 6 / 8, 6 / 8])
     assert model.val_acc_best == pytest.approx(6 / 8)
     assert model.best_epoch == 1  # not 2, which only tied it, nor 3, the last
+
+
+def test_a_first_epoch_that_stays_best_keeps_its_place():
+    # 6/8, 4/8, 3/8, 6/8: epoch 0 is best, the later epochs fall and then only tie it
+    model, logged = fit(val_preds=[VAL_PREDS[1], VAL_PREDS[0], VAL_PREDS[3], VAL_PREDS[2]])
+    assert logged["val/acc"] == pytest.approx([6 / 8, 4 / 8, 3 / 8, 6 / 8])
+    assert logged["val/acc_best"] == pytest.approx([6 / 8] * 4)
+    assert (model.val_acc_best, model.best_epoch) == (pytest.approx(6 / 8), 0)
+
+
+def test_the_accuracy_of_a_one_image_validation_split():
+    net = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.eye(2))
+    model = ImageClassifier(net, 2, optimizer={"_target_": "torch.optim.SGD", "lr": 0.0})
+    recorder = Recorder()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=recorder,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    one = DataLoader(TensorDataset(torch.tensor([[0.0, 1.0]]), torch.tensor([1])), batch_size=1)
+    trainer.fit(model, one, one)
+    assert recorder.values["val/acc"] == [1.0]  # 1 of 1, not 1 of 2
 
 
 def test_train_loss_epoch_is_the_per_sample_mean_not_the_mean_of_batch_means(fitted):
@@ -204,6 +247,33 @@ def test_test_accuracy_and_loss_are_over_every_test_sample(fitted):
     assert logged["test/loss"] == [pytest.approx(F.cross_entropy(logits, TEST_Y).item())]
 
 
+def test_the_sanity_pass_is_not_an_epoch():
+    """Lightning's sanity pass sees the net before training, here right on every sample: it
+    counts for neither the best accuracy nor the per-class accuracies."""
+    model, logged = fit(sanity_steps=3)
+    assert logged["val/acc"] == pytest.approx([4 / 8, 6 / 8, 6 / 8, 3 / 8])
+    assert (model.val_acc_best, model.best_epoch) == (pytest.approx(6 / 8), 1)
+    assert logged["val/acc_best"] == pytest.approx([4 / 8, 6 / 8, 6 / 8, 6 / 8])
+    assert len(logged["val/acc_class/ant"]) == EPOCHS
+
+
+def test_per_class_names_are_the_class_indices_without_names_and_lose_their_slashes():
+    model, logged = fit(class_names=None)
+    recall = _recall(TEST_PREDS, TEST_Y)
+    assert [logged[f"test/acc_class/{i}"][-1] for i in range(3)] == pytest.approx(recall)
+    _, logged = fit(class_names=["t/shirt", "bag", "a/b/c"])
+    assert logged["test/acc_class/t-shirt"] == pytest.approx([recall[0]])
+    assert logged["test/acc_class/a-b-c"] == pytest.approx([recall[2]])
+
+
+def test_the_progress_bar_shows_validation_loss_and_accuracy_not_the_tests(fitted):
+    model, _ = fitted
+    after_training, after_test = model.trainer.callbacks[0].shown
+    assert {"val/loss", "val/acc", "train/loss"} <= after_training
+    assert not any("acc_class" in k or "best" in k for k in after_training)
+    assert not any(k.startswith("test/") for k in after_test)
+
+
 def test_the_best_epoch_survives_a_checkpoint_round_trip(fitted):
     model, _ = fitted
     checkpoint: dict = {}
@@ -214,3 +284,312 @@ def test_the_best_epoch_survives_a_checkpoint_round_trip(fitted):
     assert (fresh.val_acc_best, fresh.best_epoch) == (0.0, -1)
     fresh.on_load_checkpoint(checkpoint)
     assert (fresh.val_acc_best, fresh.best_epoch) == (pytest.approx(6 / 8), 1)
+
+
+# -- unit level: the steps and hooks called by hand, a stand-in trainer where one is read ---
+
+
+def _classifier(net=None, **kwargs) -> ImageClassifier:
+    net = net if net is not None else nn.Linear(4, 3, bias=False)
+    return ImageClassifier(net, 3, optimizer={"_target_": "torch.optim.SGD", "lr": 0.1}, **kwargs)
+
+
+def _stand_in_trainer(lr=0.3, last="", epoch=2, step=17, **extra):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        optimizers=[SimpleNamespace(param_groups=[{"lr": lr}])],
+        checkpoint_callback=SimpleNamespace(last_model_path=last),
+        current_epoch=epoch,
+        global_step=step,
+        progress_bar_callback=None,
+        _logger_connector=SimpleNamespace(should_update_logs=False),
+        **extra,
+    )
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_loss_stops_training_with_the_learning_rate_to_try(bad):
+    from cnnlab.errors import TrainingDiverged
+
+    model = _classifier()
+    model._trainer = _stand_in_trainer(lr=0.3, epoch=2, step=17)
+    with torch.no_grad():
+        model.net.weight.fill_(bad)
+    x, y = torch.ones(2, 4), torch.tensor([0, 1])
+    with pytest.raises(TrainingDiverged) as err:
+        model.training_step((x, y), 0)
+    assert str(err.value) == (
+        "Training diverged: the loss became nan at epoch 2, step 17 (learning rate 0.3). The "
+        "learning rate is probably too high: try optimizer.lr=0.03, or batch norm "
+        "(model.batch_norm=true)."
+    )
+    assert torch.equal(model.train_sums, torch.zeros(3))  # nothing counted
+
+
+def test_a_diverged_run_names_its_last_good_checkpoint():
+    model = _classifier()
+    model._trainer = _stand_in_trainer(lr=2.5e-4, last="/runs/a/checkpoints/last.ckpt", step=3)
+    message = str(model._diverged(torch.tensor(float("inf"))))
+    assert message.startswith("Training diverged: the loss became inf at epoch 2, step 3 ")
+    assert "(learning rate 0.00025)" in message and "try optimizer.lr=2.5e-05," in message
+    assert message.endswith(
+        "(model.batch_norm=true). The last good checkpoint is kept: /runs/a/checkpoints/last.ckpt."
+    )
+    model._trainer.checkpoint_callback = None  # callbacks=none: no checkpoint to name
+    assert str(model._diverged(torch.tensor(float("nan")))).endswith("(model.batch_norm=true).")
+
+
+def test_a_mixup_batch_takes_the_loss_from_soft_targets_and_accuracy_from_the_labels():
+    model = _classifier()
+    with torch.no_grad():
+        model.net.weight.copy_(torch.eye(3, 4))
+    x = torch.tensor([[2.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 3.0, 0]])
+    soft = torch.tensor([[0.6, 0.4, 0], [0.5, 0, 0.5], [0, 0.3, 0.7]])
+    y = torch.tensor([0, 2, 2])  # predictions 0, 1, 2: two right
+    loss = model.training_step((x, soft, y), 0)
+    assert loss.item() == pytest.approx(F.cross_entropy(x[:, :3], soft).item())
+    assert loss.item() != pytest.approx(F.cross_entropy(x[:, :3], y).item())
+    assert model.train_sums.tolist() == pytest.approx([loss.item() * 3, 2, 3])
+    # a plain batch adds to the sums
+    model.training_step((x[:2], torch.tensor([0, 1])), 1)
+    plain = F.cross_entropy(x[:2, :3], torch.tensor([0, 1])).item()
+    assert model.train_sums.tolist() == pytest.approx([loss.item() * 3 + plain * 2, 4, 5])
+
+
+def test_training_loss_is_label_smoothed_evaluation_loss_is_not():
+    model = _classifier(label_smoothing=0.3)
+    x, y = torch.rand(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    logits = model.net(x).detach()
+    loss = model.training_step((x, y), 0)
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, y, label_smoothing=0.3).item())
+    model.validation_step((x, y), 0)
+    assert model.val_loss.compute().item() == pytest.approx(F.cross_entropy(logits, y).item())
+
+
+@pytest.mark.parametrize(
+    "bar_rate,should_update,expected",
+    [
+        (None, False, [False] * 6),  # no progress bar, the logger writes nothing now
+        (None, True, [True] * 6),  # the logger writes every step
+        (0, False, [False] * 6),  # a bar that never redraws
+        (3, False, [False, False, True, False, False, True]),  # batches 3 and 6 redraw
+        (1, False, [True] * 6),
+        (3, True, [True] * 6),
+    ],
+)
+def test_a_step_loss_is_logged_when_the_logger_writes_or_the_bar_redraws(
+    bar_rate, should_update, expected
+):
+    from types import SimpleNamespace
+
+    model = _classifier()
+    assert model._log_this_step(5) is True  # outside a trainer: always
+    trainer = _stand_in_trainer()
+    trainer._logger_connector.should_update_logs = should_update
+    trainer.progress_bar_callback = (
+        None if bar_rate is None else SimpleNamespace(refresh_rate=bar_rate)
+    )
+    model._trainer = trainer
+    assert [model._log_this_step(i) for i in range(6)] == expected
+    trainer.progress_bar_callback = SimpleNamespace()  # a bar without a refresh rate
+    assert model._log_this_step(2) is should_update
+
+
+def test_channels_last_reaches_the_net_and_changes_no_value():
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            seen.append(x.is_contiguous(memory_format=torch.channels_last))
+            return self.conv(x).mean(dim=(2, 3))
+
+    torch.manual_seed(0)
+    probe = Probe()
+    x = torch.rand(2, 3, 5, 5)
+    plain = _classifier(probe)(x)
+    fast = _classifier(probe, channels_last=True)(x)
+    assert seen == [False, True]
+    assert torch.allclose(plain, fast)
+
+
+class _Lopsided(nn.Module):
+    """Logits from the left half of each image only, so mirroring changes them."""
+
+    def forward(self, x):
+        left = x[..., : x.shape[-1] // 2]
+        return left.flatten(1)[:, :3] * 4
+
+
+def test_flip_test_time_augmentation_averages_the_image_and_its_mirror():
+    x = torch.rand(4, 1, 2, 6)
+    y = torch.tensor([0, 1, 2, 1])
+    plain = _classifier(_Lopsided())
+    probs = _Lopsided()(x).softmax(1)
+    mirrored = _Lopsided()(x.flip(-1)).softmax(1)
+    assert not torch.allclose(probs, mirrored)
+    assert torch.allclose(plain.test_probs(x), probs)
+    tta = _classifier(_Lopsided(), test_tta="flip")
+    assert torch.allclose(tta.test_probs(x), (probs + mirrored) / 2)
+    # the test step's loss is the cross-entropy of the averaged probabilities, per sample
+    mean = (probs + mirrored) / 2
+    tta.test_step((x[:3], y[:3]), 0)
+    tta.test_step((x[3:], y[3:]), 1)
+    assert tta.test_loss.compute().item() == pytest.approx(F.nll_loss(mean.log(), y).item())
+    expected = torch.zeros(3, 3, dtype=torch.long)
+    for t, p in zip(y.tolist(), mean.argmax(1).tolist(), strict=True):
+        expected[t, p] += 1
+    assert torch.equal(tta.test_confmat.compute(), expected)
+
+
+def test_flip_test_loss_of_a_certain_wrong_prediction_is_large_but_finite():
+    class Certain(nn.Module):
+        def forward(self, x):
+            return torch.tensor([[200.0, 0.0, 0.0]]).expand(len(x), 3)
+
+    tta = _classifier(Certain(), test_tta="flip")
+    tta.test_step((torch.rand(2, 1, 2, 2), torch.tensor([1, 1])), 0)
+    # probabilities clamped at 1e-12 before the log: -log(1e-12)
+    assert tta.test_loss.compute().item() == pytest.approx(-torch.tensor(1e-12).log().item())
+
+
+def test_a_checkpoint_without_cnnlabs_state_loads_as_a_fresh_run():
+    model = _classifier()
+    model.val_acc_best, model.best_epoch = 0.9, 4
+    model.on_load_checkpoint({})
+    assert (model.val_acc_best, model.best_epoch) == (0.0, -1)
+    model.on_load_checkpoint({"best": {"val_acc": 0.5}})
+    assert (model.val_acc_best, model.best_epoch) == (0.5, -1)
+    model.on_load_checkpoint({"best": {"epoch": 3}})
+    assert (model.val_acc_best, model.best_epoch) == (0.0, 3)
+
+
+def test_a_checkpoint_restores_the_random_state_so_a_resumed_run_repeats():
+    model = _classifier()
+    torch.manual_seed(5)
+    checkpoint: dict = {}
+    model.on_save_checkpoint(checkpoint)
+    assert set(checkpoint["rng"]) == ({"torch", "cuda"} if torch.cuda.is_available() else {"torch"})
+    first = torch.rand(4)
+    torch.manual_seed(6)
+    model.on_load_checkpoint(checkpoint)
+    assert torch.equal(torch.rand(4), first)
+    # without a stored state the current one is left alone
+    torch.manual_seed(7)
+    expected = torch.rand(4)
+    torch.manual_seed(7)
+    model.on_load_checkpoint({"best": {}})
+    assert torch.equal(torch.rand(4), expected)
+
+
+def _optimizers(scheduler, max_epochs=6, steps=40):
+    from types import SimpleNamespace
+
+    model = _classifier(scheduler=scheduler)
+    model._trainer = SimpleNamespace(estimated_stepping_batches=float(steps), max_epochs=max_epochs)
+    return model, model.configure_optimizers()
+
+
+def test_without_a_scheduler_configure_optimizers_gives_the_optimizer_alone():
+    for scheduler in (None, {}):
+        model, optimizer = _optimizers(scheduler)
+        assert isinstance(optimizer, torch.optim.SGD)
+        assert optimizer.param_groups[0]["lr"] == 0.1
+        assert optimizer.param_groups[0]["params"] == [model.net.weight]
+
+
+def test_a_scheduler_is_stepped_per_epoch_and_monitors_val_loss_unless_told():
+    step = {"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 2, "gamma": 0.5}
+    _, out = _optimizers(step)
+    assert isinstance(out["optimizer"], torch.optim.SGD)
+    sched = out["lr_scheduler"]
+    assert isinstance(sched["scheduler"], torch.optim.lr_scheduler.StepLR)
+    assert sched["scheduler"].optimizer is out["optimizer"] and sched["scheduler"].step_size == 2
+    assert (sched["interval"], sched["monitor"]) == ("epoch", "val/loss")
+    plateau = {
+        "_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau",
+        "mode": "max",
+        "interval": "epoch",
+        "monitor": "val/acc",
+    }
+    model, out = _optimizers(plateau)
+    assert (out["lr_scheduler"]["interval"], out["lr_scheduler"]["monitor"]) == ("epoch", "val/acc")
+    assert out["lr_scheduler"]["scheduler"].mode == "max"
+    assert model.hparams.scheduler["interval"] == "epoch"  # the stored config is not edited
+
+
+def test_total_steps_and_epochs_left_empty_are_filled_from_the_trainer():
+    onecycle = {
+        "_target_": "torch.optim.lr_scheduler.OneCycleLR",
+        "max_lr": 0.1,
+        "total_steps": None,
+        "interval": "step",
+    }
+    _, out = _optimizers(onecycle, steps=40)
+    assert out["lr_scheduler"]["scheduler"].total_steps == 40
+    assert out["lr_scheduler"]["interval"] == "step"
+    given = dict(onecycle, total_steps=25)
+    _, out = _optimizers(given, steps=40)
+    assert out["lr_scheduler"]["scheduler"].total_steps == 25
+    warmup = {
+        "_target_": "cnnlab.schedulers.WarmupCosine",
+        "warmup_epochs": 1,
+        "epochs": None,
+        "total_steps": None,
+    }
+    _, out = _optimizers(warmup, max_epochs=4, steps=40)
+    sched = out["lr_scheduler"]["scheduler"]
+    # one warmup epoch of four: 10 of the 40 steps
+    assert sched.total_steps == 40 and sched.warmup_steps == 10
+
+
+def test_the_cuda_random_state_travels_in_the_checkpoint_where_there_is_cuda(monkeypatch):
+    """On a GPU machine the CUDA generators are saved and restored too (stood in for here:
+    this test runs on CPU machines)."""
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: ["gpu0 state", "gpu1 state"])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    model = _classifier()
+    checkpoint: dict = {}
+    model.on_save_checkpoint(checkpoint)
+    assert checkpoint["rng"]["cuda"] == ["gpu0 state", "gpu1 state"]
+    assert torch.equal(checkpoint["rng"]["torch"], torch.get_rng_state())
+    model.on_load_checkpoint(checkpoint)
+    assert restored == [["gpu0 state", "gpu1 state"]]
+    model.on_load_checkpoint({"rng": {"torch": torch.get_rng_state()}})  # saved without CUDA
+    assert len(restored) == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # loaded without CUDA
+    model.on_load_checkpoint(checkpoint)
+    assert len(restored) == 1
+
+
+def test_with_a_progress_bar_each_redraw_shows_the_step_loss():
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    model = ImageClassifier(
+        nn.Linear(N_TRAIN + N_VAL + N_TEST, 3, bias=False),
+        3,
+        optimizer={"_target_": "torch.optim.SGD", "lr": 0.0},
+    )
+    with torch.no_grad():
+        model.net.weight.copy_(weights(0))
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        callbacks=[TQDMProgressBar(refresh_rate=1)],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=50,  # the logger writes no step of this epoch: only the bar asks
+    )
+    train_loader, val_loader, _ = loaders()
+    trainer.fit(model, train_loader, val_loader)
+    per_sample = F.cross_entropy(TRAIN_LOGITS, TRAIN_Y, reduction="none")
+    # the last redraw shows the last step's loss: the batch of 2
+    assert trainer.progress_bar_metrics["train/loss"] == pytest.approx(per_sample[4:].mean().item())

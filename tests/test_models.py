@@ -376,3 +376,357 @@ def test_the_readme_shows_the_lenet_classic_layer_table_as_printed():
     # 32x32 inputs need no padding: C1 comes first
     rows = layer_rows(LeNet5Classic((3, 32, 32), 10), (3, 32, 32))
     assert [r.name for r in rows][:3] == ["C1", "S2", "C3"]
+
+
+# -- structures written out by hand from each net's description ---------------------------
+
+
+def structure(net: nn.Module) -> list[str]:
+    """One line per leaf layer: its name, type and every setting that changes what it computes."""
+    out = []
+    for name, m in net.named_modules():
+        if not name or any(m.children()):
+            continue
+        kind = type(m).__name__
+        if isinstance(m, nn.Conv2d):
+            s = f"{m.in_channels}->{m.out_channels} k{m.kernel_size[0]} s{m.stride[0]} p{m.padding[0]}"
+            kind += f" {s} bias={m.bias is not None}"
+        elif isinstance(m, nn.Linear):
+            kind += f" {m.in_features}->{m.out_features} bias={m.bias is not None}"
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            kind += f" {m.num_features}"
+        elif isinstance(m, nn.Dropout):
+            kind += f" {m.p:g}"
+        elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
+            k, s, p = m.kernel_size, m.stride, m.padding
+            kind += f" k{k} s{s} p{p} ceil={m.ceil_mode}"
+        elif isinstance(m, nn.LocalResponseNorm):
+            kind += f" size={m.size} alpha={m.alpha:g} beta={m.beta:g} k={m.k:g}"
+        elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+            kind += f" {m.output_size}"
+        out.append(f"{name}: {kind}")
+    return out
+
+
+def test_mlp_layers_with_every_switch():
+    net = MLP(
+        (1, 28, 28),
+        10,
+        hidden=[64, 30],
+        dropout=0.3,
+        input_dropout=0.1,
+        batch_norm=True,
+        activation="tanh",
+        width=0.5,
+    )
+    assert structure(net) == [
+        "flatten: Flatten",
+        "input_drop: Dropout 0.1",
+        "fc1: Linear 784->32 bias=False",
+        "fc1_bn: BatchNorm1d 32",
+        "fc1_act: Tanh",
+        "fc1_drop: Dropout 0.3",
+        "fc2: Linear 32->15 bias=False",
+        "fc2_bn: BatchNorm1d 15",
+        "fc2_act: Tanh",
+        "fc2_drop: Dropout 0.3",
+        "output: Linear 15->10 bias=True",
+    ]
+    assert net.title == "MLP 32-15"
+
+
+def test_mlp_defaults_and_no_dropout():
+    net = MLP((3, 4, 5), 7)
+    assert structure(net) == [
+        "flatten: Flatten",
+        "input_drop: Dropout 0.2",
+        "fc1: Linear 60->512 bias=True",
+        "fc1_act: ReLU",
+        "fc1_drop: Dropout 0.5",
+        "fc2: Linear 512->256 bias=True",
+        "fc2_act: ReLU",
+        "fc2_drop: Dropout 0.5",
+        "output: Linear 256->7 bias=True",
+    ]
+    assert net.title == "MLP 512-256"
+    plain = MLP((1, 2, 2), 3, hidden=[5], dropout=0.0, input_dropout=0.0)
+    assert structure(plain) == [
+        "flatten: Flatten",
+        "fc1: Linear 4->5 bias=True",
+        "fc1_act: ReLU",
+        "output: Linear 5->3 bias=True",
+    ]
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(hidden=[64, 0]), "model.hidden=[64, 0] must be a list of positive layer widths."),
+        (dict(hidden=[64.0]), "model.hidden=[64.0] must be a list of positive layer widths."),
+        (dict(hidden=[-3]), "model.hidden=[-3] must be a list of positive layer widths."),
+        (
+            dict(input_dropout=1.0),
+            "model.input_dropout=1.0 is outside [0, 1): it is the probability of zeroing a unit "
+            "(e.g. model.input_dropout=0.5; 0 disables dropout).",
+        ),
+        (dict(dropout=True), "model.dropout=True is outside [0, 1)"),
+        (dict(dropout="0.5"), "model.dropout='0.5' is outside [0, 1)"),
+        (dict(width=-1.0), "model.width=-1.0 must be a positive number (1.0 = paper size)."),
+        (dict(width=True), "model.width=True must be a positive number"),
+        (dict(width="1"), "model.width='1' must be a positive number"),
+    ],
+)
+def test_mlp_refuses_bad_values_naming_the_key(kwargs, message):
+    with pytest.raises(ConfigError) as err:
+        MLP((1, 28, 28), 10, **kwargs)
+    assert str(err.value).startswith(message)
+
+
+def test_check_io_takes_c_h_w_and_at_least_two_classes():
+    from cnnlab.models.base import check_io
+
+    assert check_io([3.0, 32, 32], 10.0) == ((3, 32, 32), 10)
+    assert check_io((1, 1, 1), 2) == ((1, 1, 1), 2)
+    for shape in ((28, 28), (1, 28, 28, 1), (1, 0, 28), (0, 1, 1)):
+        with pytest.raises(ValueError) as err:
+            check_io(shape, 10)
+        assert str(err.value) == f"input_shape must be (C, H, W), got {shape!r}"
+    with pytest.raises(ValueError) as err:
+        check_io((1, 28, 28), 1)
+    assert str(err.value) == "num_classes must be at least 2, got 1"
+
+
+def test_the_blocks_helpers():
+    from cnnlab.models import blocks
+
+    assert [blocks.scaled(c, w) for c, w in ((16, 0.01), (10, 0.25), (10, 0.35), (64, 1.0))] == [
+        1,
+        2,  # 2.5 rounds to even
+        4,  # 3.5 rounds to even
+        64,
+    ]
+    assert blocks.check_rate("k", 0) == 0.0 and type(blocks.check_rate("k", 0)) is float
+    assert blocks.check_rate("k", 0.999) == 0.999
+    assert blocks.check_width(2) == 2.0 and type(blocks.check_width(2)) is float
+    assert blocks.titled("VGG-11", "flatten") == "VGG-11"
+    assert blocks.titled("VGG-11", "gmp") == "VGG-11 (gmp)"
+    with pytest.raises(ConfigError) as err:
+        blocks.activation("swish")
+    assert str(err.value) == (
+        "Unknown model.activation='swish'. Valid: relu, tanh, sigmoid, leaky_relu, gelu, elu, silu."
+    )
+    for name, cls in blocks.ACTIVATIONS.items():
+        assert type(blocks.activation(name)) is cls
+    with pytest.raises(ConfigError) as err:
+        blocks.pool("median")
+    assert str(err.value) == "Unknown model.pool='median'. Valid: max, avg, min."
+    p = blocks.pool("avg", 3, stride=2, padding=1, ceil_mode=True)
+    assert isinstance(p, nn.AvgPool2d)
+    assert (p.kernel_size, p.stride, p.padding, p.ceil_mode) == (3, 2, 1, True)
+    p = blocks.pool("max")
+    assert (p.kernel_size, p.stride, p.padding, p.ceil_mode) == (2, 2, 0, False)
+    with pytest.raises(ConfigError) as err:
+        blocks.head_layers("avg")
+    assert (
+        str(err.value)
+        == "Unknown model.head='avg'. Valid: flatten, gap, gmp (e.g. model.head=gap)."
+    )
+
+
+def test_conv_and_dense_layer_groups():
+    from cnnlab.models.blocks import conv_layers, dense_layers, head_layers
+
+    assert structure(nn.Sequential(OrderedDict(conv_layers("c", 3, 8, 5, 2, True, "elu", 2)))) == [
+        "c: Conv2d 3->8 k5 s2 p2 bias=False",
+        "c_bn: BatchNorm2d 8",
+        "c_act: ELU",
+    ]
+    assert structure(nn.Sequential(OrderedDict(conv_layers("c", 3, 8, 3, 1, False, "relu")))) == [
+        "c: Conv2d 3->8 k3 s1 p1 bias=True",
+        "c_act: ReLU",
+    ]
+    assert structure(nn.Sequential(OrderedDict(dense_layers("f", 9, 4, True, "silu", 0.25)))) == [
+        "f: Linear 9->4 bias=False",
+        "f_bn: BatchNorm1d 4",
+        "f_act: SiLU",
+        "f_drop: Dropout 0.25",
+    ]
+    assert structure(nn.Sequential(OrderedDict(dense_layers("f", 9, 4, False, "relu", 0)))) == [
+        "f: Linear 9->4 bias=True",
+        "f_act: ReLU",
+    ]
+    assert structure(nn.Sequential(OrderedDict(head_layers("gmp")))) == [
+        "gmp: AdaptiveMaxPool2d 1",
+        "flatten: Flatten",
+    ]
+    assert structure(nn.Sequential(OrderedDict(head_layers("gap")))) == [
+        "gap: AdaptiveAvgPool2d 1",
+        "flatten: Flatten",
+    ]
+    assert structure(nn.Sequential(OrderedDict(head_layers("flatten")))) == ["flatten: Flatten"]
+
+
+def test_vgg11_is_configuration_a_with_rounded_up_pools():
+    net = VGG((1, 28, 28), 10, depth=11, dropout=0.5, batch_norm=False, width=0.25, fc_width=64)
+    convs = [(n, m.in_channels, m.out_channels) for n, m in find_convs(net)]
+    assert convs == [
+        ("conv1_1", 1, 16),
+        ("conv2_1", 16, 32),
+        ("conv3_1", 32, 64),
+        ("conv3_2", 64, 64),
+        ("conv4_1", 64, 128),
+        ("conv4_2", 128, 128),
+        ("conv5_1", 128, 128),
+        ("conv5_2", 128, 128),
+    ]
+    lines = structure(net)
+    assert lines[:3] == [
+        "conv1_1: Conv2d 1->16 k3 s1 p1 bias=True",
+        "conv1_1_act: ReLU",
+        "pool1: MaxPool2d k2 s2 p0 ceil=True",
+    ]
+    assert lines[-11:] == [
+        "conv5_2: Conv2d 128->128 k3 s1 p1 bias=True",
+        "conv5_2_act: ReLU",
+        "pool5: MaxPool2d k2 s2 p0 ceil=True",  # 28 -> 14 -> 7 -> 4 -> 2 -> 1
+        "flatten: Flatten",
+        "flatten_drop: Dropout 0.5",
+        "F6: Linear 128->16 bias=True",
+        "F6_act: ReLU",
+        "F6_drop: Dropout 0.5",
+        "F7: Linear 16->16 bias=True",  # no dropout after F7
+        "F7_act: ReLU",
+        "F8: Linear 16->10 bias=True",
+    ]
+    assert net.title == "VGG-11"
+
+
+def test_vgg_head_title_and_no_dropout():
+    net = VGG((3, 32, 32), 10, depth=13, dropout=0.0, batch_norm=True, width=0.125, head="gmp")
+    lines = structure(net)
+    assert "flatten_drop" not in " ".join(lines) and "_drop" not in " ".join(lines)
+    assert lines[:3] == [
+        "conv1_1: Conv2d 3->8 k3 s1 p1 bias=False",
+        "conv1_1_bn: BatchNorm2d 8",
+        "conv1_1_act: ReLU",
+    ]
+    assert sum(line.startswith("conv") and "Conv2d" in line for line in lines) == 10
+    assert net.title == "VGG-13 (gmp)"
+    for depth, convs in ((16, 13), (19, 16)):
+        net = VGG((3, 32, 32), 10, depth=depth, width=0.0625)
+        assert net.title == f"VGG-{depth}" and len(find_convs(net)) == convs
+
+
+def test_alexnet_layers_as_the_paper_sized_for_small_images():
+    net = AlexNet((3, 32, 32), 10, width=0.125, fc_width=256, dropout=0.4)
+    lines = structure(net)
+    lrn = "LocalResponseNorm size=5 alpha=0.0001 beta=0.75 k=2"
+    pool = "MaxPool2d k3 s2 p1 ceil=False"
+    assert lines == [
+        "C1: Conv2d 3->12 k5 s1 p2 bias=True",
+        "C1_act: ReLU",
+        f"C1_lrn: {lrn}",
+        f"C1_pool: {pool}",  # 32 -> 16
+        "C2: Conv2d 12->32 k5 s1 p2 bias=True",
+        "C2_act: ReLU",
+        f"C2_lrn: {lrn}",
+        f"C2_pool: {pool}",  # 16 -> 8
+        "C3: Conv2d 32->48 k3 s1 p1 bias=True",
+        "C3_act: ReLU",
+        "C4: Conv2d 48->48 k3 s1 p1 bias=True",
+        "C4_act: ReLU",
+        "C5: Conv2d 48->32 k3 s1 p1 bias=True",
+        "C5_act: ReLU",
+        f"C5_pool: {pool}",  # 8 -> 4
+        "flatten: Flatten",
+        "F6: Linear 512->32 bias=True",  # 32 channels x 4 x 4
+        "F6_act: ReLU",
+        "F6_drop: Dropout 0.4",
+        "F7: Linear 32->32 bias=True",
+        "F7_act: ReLU",
+        "F7_drop: Dropout 0.4",
+        "F8: Linear 32->10 bias=True",
+    ]
+    assert net.title == "AlexNet"
+    gap = AlexNet((3, 32, 32), 10, width=0.125, fc_width=256, head="gap", batch_norm=True)
+    assert gap.title == "AlexNet (gap)"
+    assert "F6: Linear 32->32 bias=True" in structure(gap)  # one value per C5 channel
+    assert "C1: Conv2d 3->12 k5 s1 p2 bias=False" in structure(gap)
+    assert "C1_bn: BatchNorm2d 12" in structure(gap)
+
+
+def test_resnet_refuses_a_flatten_head_and_mismatched_stages():
+    with pytest.raises(ConfigError) as err:
+        ResNet((3, 32, 32), 10, head="flatten")
+    assert str(err.value) == (
+        "model.head=flatten does not suit a ResNet: it ends in global pooling by design, so the "
+        "last linear layer stays small and any image size works. Use model.head=gap (the "
+        "paper's) or model.head=gmp (global max pooling)."
+    )
+    for blocks, channels in (((3, 3), (16, 32, 64)), ((3, 0, 3), (16, 32, 64))):
+        with pytest.raises(ValueError) as err:
+            ResNet((3, 32, 32), 10, blocks=blocks, channels=channels)
+        assert str(err.value) == (
+            f"model.blocks={list(blocks)} and model.channels={list(channels)} must be lists of "
+            f"the same length with at least one block per stage."
+        )
+    with pytest.raises(ConfigError, match=r"^model.width=0 must be a positive number"):
+        ResNet((3, 32, 32), 10, width=0)
+
+
+def test_resnet_stages_halve_the_map_after_the_first_and_project_their_shortcuts():
+    net = ResNet((3, 32, 32), 10, blocks=(2, 1, 1), channels=(8, 16, 16), head="gmp")
+    assert net.title == "ResNet-10 (gmp)"
+    blocks = [(n, m) for n, m in net.named_modules() if type(m).__name__ == "BasicBlock"]
+    got = [
+        (n, m.conv1.in_channels, m.conv1.out_channels, m.conv1.stride[0], type(m.shortcut).__name__)
+        for n, m in blocks
+    ]
+    assert got == [
+        ("stages.0.0", 8, 8, 1, "Identity"),
+        ("stages.0.1", 8, 8, 1, "Identity"),
+        ("stages.1.0", 8, 16, 2, "Sequential"),  # new width and stride: a 1x1 projection
+        ("stages.2.0", 16, 16, 2, "Sequential"),  # same width, stride 2: projected too
+    ]
+    projection = net.stages[1][0].shortcut[0]
+    assert (projection.kernel_size, projection.stride, projection.bias) == ((1, 1), (2, 2), None)
+    assert isinstance(net.head[0], nn.AdaptiveMaxPool2d) and isinstance(net.head[-2], nn.Identity)
+    stem = net.stem[0]
+    assert (stem.in_channels, stem.out_channels, stem.kernel_size, stem.padding) == (
+        3,
+        8,
+        (3, 3),
+        (1, 1),
+    )
+    assert net.head[-1].in_features == 16 and net.head[-1].out_features == 10
+    gap = ResNet((1, 28, 28), 10, blocks=(1,), channels=(4,))
+    assert gap.title == "ResNet-4" and isinstance(gap.head[0], nn.AdaptiveAvgPool2d)
+    assert [
+        m.p
+        for m in ResNet((1, 8, 8), 3, (1,), (4,), dropout=0.2).modules()
+        if isinstance(m, nn.Dropout)
+    ] == [0.2]
+
+
+def test_a_basic_block_adds_its_shortcut_before_the_last_activation():
+    from cnnlab.models.resnet import BasicBlock
+
+    torch.manual_seed(0)
+    block = BasicBlock(3, 3, 1, batch_norm=False, act="tanh").eval()
+    x = torch.randn(2, 3, 5, 5)
+    inner = block.conv2(torch.tanh(block.conv1(x)))
+    assert torch.allclose(block(x), torch.tanh(inner + x), atol=1e-6)
+    down = BasicBlock(3, 6, 2, batch_norm=True, act="relu").eval()
+    assert isinstance(down.bn1, nn.BatchNorm2d) and isinstance(down.shortcut[1], nn.BatchNorm2d)
+    assert down.conv1.bias is None and down.conv2.stride == (1, 1)
+    out = down.bn2(down.conv2(torch.relu(down.bn1(down.conv1(x)))))
+    assert torch.allclose(down(x), torch.relu(out + down.shortcut(x)), atol=1e-6)
+
+
+def test_resnet_convolutions_start_from_he_initialisation():
+    torch.manual_seed(0)
+    net = ResNet((3, 32, 32), 10, blocks=(1, 1, 1), channels=(64, 128, 256))
+    conv = net.stages[2][0].conv2  # 256 -> 256, 3x3: fan_out = 256 * 9
+    expected = (2 / (256 * 9)) ** 0.5
+    assert conv.weight.std().item() == pytest.approx(expected, rel=0.02)
+    assert conv.weight.mean().item() == pytest.approx(0.0, abs=expected / 20)

@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -209,3 +210,217 @@ def test_unknown_dataset_lists_valid_ones():
         DataError, match="Unknown dataset 'imagenet'. Valid: cifar10, fashion_mnist, mnist, svhn"
     ):
         get_spec("imagenet")
+
+
+# -- every place tried, in order, and what each says --------------------------------------
+
+MNIST_FILES = get_spec("mnist").files
+
+
+def test_the_not_found_message_lists_every_place_in_order_then_the_fixes(tmp_path, data_dir):
+    mirror = tmp_path / "mirror"
+    with pytest.raises(DataError) as err:
+        ensure_dataset("mnist", data_dir, mirrors=[str(mirror)], download=False)
+    raw = data_dir / "MNIST" / "raw"
+    assert str(err.value) == "\n".join(
+        [
+            "MNIST not found. Tried:",
+            f"  - {raw}: no such directory",
+            f"  - {data_dir}: missing {', '.join(MNIST_FILES)}",
+            f"  - {data_dir / 'MNIST'}: no such directory",
+            f"  - {data_dir / 'mnist'}: no such directory",
+            f"  - {mirror / 'MNIST'}: no such directory",
+            f"  - {mirror / 'mnist'}: no such directory",
+            "  - download: disabled (data.download=false)",
+            f"Fix: put the four IDX files ({', '.join(f + '.gz' for f in MNIST_FILES)}) into {raw}/",
+            "     or run once with internet access (data.download=true, or `make data`)",
+        ]
+    )
+
+
+def test_the_debian_package_is_the_first_fix_where_there_is_one(data_dir):
+    with pytest.raises(DataError) as err:
+        ensure_dataset("fashion_mnist", data_dir, mirrors=[], download=False)
+    fix = str(err.value).split("\nFix: ")[1].split("\n     ")
+    assert fix[0] == (
+        "install Debian's package: sudo apt-get install dataset-fashion-mnist "
+        "(puts the files in /usr/share/datasets/)"
+    )
+    assert fix[1].startswith("put the four IDX files (train-images-idx3-ubyte.gz, ")
+    assert len(fix) == 3
+
+
+def test_a_folder_with_some_files_names_only_the_missing_ones(tmp_path, data_dir):
+    source = write_mnist_like(None, folder=tmp_path / "all")
+    os.replace(source / MNIST_FILES[0], data_dir / MNIST_FILES[0])
+    gz = data_dir / f"{MNIST_FILES[2]}.gz"
+    gz.write_bytes(gzip.compress((source / MNIST_FILES[2]).read_bytes()))
+    with pytest.raises(DataError) as err:
+        ensure_dataset("mnist", data_dir, mirrors=[], download=False)
+    assert f"  - {data_dir}: missing {MNIST_FILES[1]}, {MNIST_FILES[3]}\n" in str(err.value)
+
+
+def test_a_raw_file_comes_before_its_gzipped_copy(data_dir):
+    write_mnist_like(data_dir, folder=data_dir)
+    for name in MNIST_FILES:  # broken .gz copies beside the good files
+        (data_dir / f"{name}.gz").write_bytes(b"not gzip")
+    folder = ensure_dataset("mnist", data_dir, mirrors=[], download=False)
+    for name in MNIST_FILES:
+        assert (folder / name).read_bytes() == (data_dir / name).read_bytes()
+
+
+def test_gzipped_copies_do_not_stand_in_for_cifar_batches(tmp_path, data_dir, monkeypatch):
+    patch_cifar_md5(monkeypatch, write_cifar_like(tmp_path / "staging"))
+    folder = data_dir / "cifar-10-batches-py"
+    folder.mkdir()
+    for p in (tmp_path / "staging" / "cifar-10-batches-py").iterdir():
+        (folder / f"{p.name}.gz").write_bytes(gzip.compress(p.read_bytes()))
+    with pytest.raises(DataError) as err:
+        ensure_dataset("cifar10", data_dir, mirrors=[], download=False)
+    # the folder's line names the files (their .gz copies do not count)
+    files = ", ".join(get_spec("cifar10").files)
+    assert f"  - {folder}: missing {files}\n" in str(err.value)
+
+
+def test_files_in_place_are_not_copied_again(tiny_mnist):
+    raw = tiny_mnist / "MNIST" / "raw"
+    inodes = {n: (raw / n).stat().st_ino for n in MNIST_FILES}
+    ensure_dataset("mnist", tiny_mnist, mirrors=[], download=False)
+    assert {n: (raw / n).stat().st_ino for n in MNIST_FILES} == inodes
+    assert sorted(p.name for p in raw.iterdir()) == sorted(MNIST_FILES)  # no temp files
+
+
+def test_files_dropped_in_data_dir_are_copied_into_the_layout(data_dir):
+    write_mnist_like(data_dir, folder=data_dir / "mnist")  # an alias folder, uncompressed
+    folder = ensure_dataset("mnist", data_dir, mirrors=[], download=False)
+    assert folder == data_dir / "MNIST" / "raw"
+    for name in MNIST_FILES:
+        assert (folder / name).read_bytes() == (data_dir / "mnist" / name).read_bytes()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(MNIST_FILES)
+
+
+def test_a_corrupt_gzip_message_says_what_to_do(data_dir):
+    write_mnist_like(data_dir, folder=data_dir, compress=True)
+    gz = data_dir / "t10k-labels-idx1-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[:20])
+    with pytest.raises(DataError) as err:
+        ensure_dataset("mnist", data_dir, mirrors=[], download=False)
+    message = str(err.value)
+    assert message.startswith(f"{gz} could not be read (")
+    assert message.endswith("): it is truncated or corrupt. Delete it and fetch it again.")
+    raw = data_dir / "MNIST" / "raw"
+    assert not [p.name for p in raw.iterdir() if p.name.startswith(".")]  # temp file gone
+
+
+def test_a_full_disk_while_installing_is_disk_full_not_corrupt_data(data_dir, monkeypatch):
+    import errno
+    import shutil
+
+    from cnnlab.errors import DiskFull
+
+    write_mnist_like(data_dir, folder=data_dir / "mnist")
+
+    def full(src, dst, *args, **kwargs):
+        Path(dst).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfile", full)
+    with pytest.raises(DiskFull, match=r"^disk full: could not write .*train-images-idx3-ubyte"):
+        ensure_dataset("mnist", data_dir, mirrors=[], download=False)
+    assert list((data_dir / "MNIST" / "raw").iterdir()) == []  # the half-written temp is gone
+
+
+def test_an_unwritable_data_dir_names_the_folder_and_the_fix(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    mirror = tmp_path / "mirror"
+    write_mnist_like(None, folder=mirror / "mnist", compress=True)
+    with pytest.raises(DataError) as err:
+        ensure_dataset("mnist", blocker / "data", mirrors=[str(mirror)], download=False)
+    assert str(err.value) == (
+        f"data_dir is not writable: cannot create files in {blocker / 'data' / 'MNIST' / 'raw'} "
+        f"(Not a directory). Choose another folder with data.data_dir=PATH or CNNLAB_DATA_DIR=PATH."
+    )
+
+
+def test_a_data_dir_under_home_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_mnist_like(tmp_path / "data")
+    assert ensure_dataset("mnist", "~/data", mirrors=[], download=False) == (
+        tmp_path / "data" / "MNIST" / "raw"
+    )
+
+
+def test_a_corrupt_cifar_tarball_says_where_to_download_it_again(data_dir):
+    archive = data_dir / "cifar-10-python.tar.gz"
+    archive.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(DataError) as err:
+        ensure_dataset("cifar10", data_dir, mirrors=[], download=False)
+    message = str(err.value)
+    assert message.startswith(f"{archive} could not be extracted (")
+    assert message.endswith(
+        "): it is truncated or corrupt. Delete it and download it again from "
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz."
+    )
+    assert sorted(p.name for p in data_dir.iterdir()) == ["cifar-10-batches-py", archive.name]
+
+
+def test_a_tarball_without_the_files_is_named_among_the_places_tried(tmp_path, data_dir):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "readme.txt").write_text("not CIFAR")
+    archive = data_dir / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(other, arcname="cifar-10-batches-py")
+    with pytest.raises(DataError) as err:
+        ensure_dataset("cifar10", data_dir, mirrors=[], download=False)
+    lines = str(err.value).splitlines()
+    assert lines[1] == f"  - {archive}: extracted"
+    assert lines[2].startswith(f"  - {data_dir / 'cifar-10-batches-py'}: missing data_batch_1")
+    assert not [p for p in data_dir.iterdir() if p.name.startswith(".extract")]
+
+
+def test_a_tarball_is_not_extracted_again_once_the_files_are_there(tiny_cifar):
+    (tiny_cifar / "cifar-10-python.tar.gz").write_bytes(b"garbage: never opened")
+    assert ensure_dataset("cifar10", tiny_cifar, mirrors=[], download=False).is_dir()
+
+
+def test_a_successful_download_is_checked_and_used(data_dir, monkeypatch):
+    spec = get_spec("mnist")
+    calls = []
+
+    def download(self, root):
+        calls.append(root)
+        write_mnist_like(root)
+
+    monkeypatch.setattr(socket, "getaddrinfo", _resolves)
+    monkeypatch.setattr(type(spec.format), "download", download)
+    assert ensure_dataset("mnist", data_dir, mirrors=[], download=True) == spec.target_dir(data_dir)
+    assert calls == [data_dir]
+
+
+def test_a_data_error_inside_the_download_is_raised_as_it_is(data_dir, monkeypatch):
+    spec = get_spec("mnist")
+
+    def download(self, root):
+        raise DataError("the server sent an HTML page")
+
+    monkeypatch.setattr(socket, "getaddrinfo", _resolves)
+    monkeypatch.setattr(type(spec.format), "download", download)
+    with pytest.raises(DataError) as err:
+        ensure_dataset("mnist", data_dir, mirrors=[], download=True)
+    assert str(err.value) == "the server sent an HTML page"
+
+
+def test_a_failed_download_reports_the_last_line_of_its_error(data_dir, monkeypatch):
+    spec = get_spec("mnist")
+
+    def download(self, root):
+        raise RuntimeError("  first line\nsecond line\nthe last line  \n")
+
+    monkeypatch.setattr(socket, "getaddrinfo", _resolves)
+    monkeypatch.setattr(type(spec.format), "download", download)
+    with pytest.raises(DataError) as err:
+        ensure_dataset("mnist", data_dir, mirrors=[], download=True)
+    url = spec.format.download_url()
+    assert f"\n  - download from {url}: the last line\n" in str(err.value)

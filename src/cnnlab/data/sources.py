@@ -73,8 +73,12 @@ def _find_files(spec: DatasetSpec, folder: Path) -> dict[str, Path] | None:
 def _describe_missing(spec: DatasetSpec, folder: Path) -> str:
     if not folder.is_dir():
         return f"{folder}: no such directory"
+    # a .gz copy stands in for a file only where the format reads it (_find_files)
+    gz_ok = spec.format.compressed_ok
     missing = [
-        n for n in spec.files if not (folder / n).is_file() and not (folder / f"{n}.gz").is_file()
+        n
+        for n in spec.files
+        if not (folder / n).is_file() and not (gz_ok and (folder / f"{n}.gz").is_file())
     ]
     return f"{folder}: missing {', '.join(missing)}"
 
