@@ -668,3 +668,24 @@ def test_batch_augmentation_on_the_device_comes_before_normalisation(tiny_mnist)
     out_x, out_y = dm.on_after_batch_transfer((x, y), 0)
     assert torch.allclose(out_x, (x.flip(-1).float() / 255 - 0.1307) / 0.3081, atol=1e-5)
     assert out_y is y
+
+
+def test_batch_augmentation_draws_by_epoch_batch_and_rank(tiny_mnist):
+    from types import SimpleNamespace
+
+    from cnnlab.data.batch_augment import BatchAugmentation
+
+    dm = _dm(tiny_mnist, resident=True, aug={"hflip": 0.5})
+    dm.batch_aug = BatchAugmentation(2, 0.5, seed=3)
+    progress = SimpleNamespace(current=SimpleNamespace(ready=5))
+    dm.trainer = SimpleNamespace(
+        training=True,
+        current_epoch=2,
+        global_rank=1,
+        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
+    )
+    x = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8)
+    out, _ = dm.on_after_batch_transfer((x, torch.arange(16)), 0)
+    expected = dm.normalize(dm.batch_aug(x, (2, 5, 1)))
+    assert torch.allclose(out, expected)
+    assert not torch.allclose(out, dm.normalize(dm.batch_aug(x, ())))

@@ -424,3 +424,38 @@ def test_a_failed_download_reports_the_last_line_of_its_error(data_dir, monkeypa
         ensure_dataset("mnist", data_dir, mirrors=[], download=True)
     url = spec.format.download_url()
     assert f"\n  - download from {url}: the last line\n" in str(err.value)
+
+
+def test_a_download_error_without_a_message_is_still_reported(data_dir, monkeypatch):
+    spec = get_spec("mnist")
+
+    def download(self, root):
+        raise RuntimeError("")
+
+    monkeypatch.setattr(socket, "getaddrinfo", _resolves)
+    monkeypatch.setattr(type(spec.format), "download", download)
+    with pytest.raises(DataError) as err:
+        ensure_dataset("mnist", data_dir, mirrors=[], download=True)
+    assert f"\n  - download from {spec.format.download_url()}: \n" in str(err.value)
+
+
+def test_a_tarball_member_pointing_outside_data_dir_is_refused(tmp_path, data_dir):
+    import io
+
+    archive = data_dir / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("../outside.txt")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    with pytest.raises(DataError) as err:
+        ensure_dataset("cifar10", data_dir, mirrors=[], download=False)
+    assert str(err.value).startswith(f"{archive} could not be extracted (")
+    assert not (data_dir / "outside.txt").exists()
+
+
+def test_without_a_tarball_nothing_is_said_to_be_extracted(data_dir):
+    with pytest.raises(DataError) as err:
+        ensure_dataset("cifar10", data_dir, mirrors=[], download=False)
+    lines = str(err.value).splitlines()
+    assert lines[1] == f"  - {data_dir / 'cifar-10-batches-py'}: no such directory"
+    assert not [line for line in lines if line.endswith(": extracted")]
