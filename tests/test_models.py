@@ -730,3 +730,25 @@ def test_resnet_convolutions_start_from_he_initialisation():
     expected = (2 / (256 * 9)) ** 0.5
     assert conv.weight.std().item() == pytest.approx(expected, rel=0.02)
     assert conv.weight.mean().item() == pytest.approx(0.0, abs=expected / 20)
+
+
+# -- from surviving mutants of models/mlp.py and models/vgg.py (docs/MUTATION.md) ----------
+
+
+def test_an_mlp_hidden_layer_of_one_unit_is_allowed_and_zero_is_refused():
+    net = MLP((1, 8, 8), 3, hidden=(1,), dropout=0.0, input_dropout=0.0)
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(64, 1), (1, 3)]
+    with pytest.raises(ConfigError):
+        MLP((1, 8, 8), 3, hidden=(0,))
+
+
+def test_vgg_dense_layers_default_to_the_papers_width_scaled():
+    net = VGG((1, 28, 28), 10, width=1.0)  # fc_width's default: 512, as the preset says
+    widths = [m.out_features for m in net.modules() if isinstance(m, nn.Linear)]
+    assert widths == [512, 512, 10]
+
+
+def test_vgg_refuses_a_dropout_naming_its_key():
+    with pytest.raises(ConfigError, match=r"^model\.dropout=1\.5 is outside \[0, 1\)"):
+        VGG((1, 28, 28), 10, dropout=1.5)
