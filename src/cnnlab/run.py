@@ -137,9 +137,9 @@ def channels_last(value: Any, net: torch.nn.Module, accelerator: str) -> bool:
     no batch norm.
 
     Measured on a 2-core CPU (README "Performance"): channels-last makes LeNet-5's convolution
-    backward and pooling about twice as fast, a whole epoch 3.53 -> 2.71 s; but PyTorch's CPU batch norm
-    is 3-4x slower in that layout on narrow layers (LeNet-5 + BN ran 0.85x), and a net without
-    convolutions gains nothing. GPUs were not measured here, so auto leaves them as they were.
+    backward and pooling about twice as fast, a whole epoch 3.53 -> 2.71 s; but PyTorch's CPU
+    batch norm is 3-4x slower in that layout on narrow layers (LeNet-5 + BN ran 0.85x), and a
+    net without convolutions gains nothing. GPUs were not measured here, so auto leaves them as they were.
     """
     if value != "auto":
         return bool(value)
