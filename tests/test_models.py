@@ -24,7 +24,8 @@ from cnnlab.models import (
 )
 from cnnlab.models.blocks import MinPool2d
 from cnnlab.models.resnet import ResNet
-from cnnlab.models.summary import window_out
+from cnnlab.models.simple_cnn import SimpleCNN
+from cnnlab.models.summary import model_title, window_out
 
 SHAPES = [(1, 28, 28), (3, 32, 32)]
 SWITCHES = [
@@ -752,3 +753,39 @@ def test_vgg_dense_layers_default_to_the_papers_width_scaled():
 def test_vgg_refuses_a_dropout_naming_its_key():
     with pytest.raises(ConfigError, match=r"^model\.dropout=1\.5 is outside \[0, 1\)"):
         VGG((1, 28, 28), 10, dropout=1.5)
+
+
+# -- from surviving mutants of alexnet.py, resnet.py and simple_cnn.py (docs/MUTATION.md) --
+
+
+@pytest.mark.parametrize("net", [AlexNet, SimpleCNN])
+def test_the_dropout_refusal_names_model_dropout(net):
+    with pytest.raises(ConfigError, match=r"^model\.dropout=1\.5 is outside \[0, 1\)"):
+        net((1, 28, 28), 10, dropout=1.5)
+
+
+def test_alexnet_dense_layers_default_to_the_papers_4096_scaled():
+    net = AlexNet((1, 28, 28), 10, width=1.0)
+    widths = [m.out_features for m in net.modules() if isinstance(m, nn.Linear)]
+    assert widths == [4096, 4096, 10]
+
+
+def test_resnet_convolutions_are_he_initialised_by_fan_out():
+    torch.manual_seed(0)
+    stem = ResNet((3, 32, 32), 10).stem[0]  # 3 -> 16 channels, 3x3: fan_in 27, fan_out 144
+    assert stem.weight.std().item() == pytest.approx((2 / 144) ** 0.5, rel=0.15)  # not 0.27
+
+
+def test_the_resnet_stem_ends_in_its_activation():
+    stem = ResNet((3, 32, 32), 10, activation="tanh").stem
+    assert [type(m) for m in stem] == [nn.Conv2d, nn.BatchNorm2d, nn.Tanh]
+
+
+def test_simple_cnn_layers_are_named_and_built_as_the_deck_draws_them():
+    net = SimpleCNN((3, 32, 32), 10, batch_norm=True)
+    names = [name for name, _ in net.named_children()]
+    assert names[:3] == ["conv1", "conv1_bn", "conv1_act"] and "pool1" in names
+    assert {"conv2", "conv3", "pool3", "fc1", "output"} <= set(names) and "conv0" not in names
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == 3
+    assert model_title(net) == "Simple CNN (flatten)"
+    assert model_title(SimpleCNN((3, 32, 32), 10, head="gap")) == "Simple CNN (gap)"
