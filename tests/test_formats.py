@@ -276,7 +276,7 @@ def test_cifar100_style_batches_with_fine_labels_read(data_dir):
 
 def test_how_to_get_names_the_files_and_the_folder(tmp_path):
     cifar = get_spec("cifar10")
-    text = cifar.format.how_to_get(cifar, tmp_path)
+    text = cifar.format.how_to_get(tmp_path)
     assert text.startswith(f"put cifar-10-python.tar.gz (from {cifar.format.tv_class.url}) into")
     files = ", ".join(cifar.files)
     assert f"extracted files ({files}) into {tmp_path / 'cifar-10-batches-py'}/" in text
@@ -307,12 +307,12 @@ def test_download_urls_and_hints_name_the_official_files():
     assert mnist.format.download_url() == tvd.MNIST.mirrors[0] + "train-images-idx3-ubyte.gz"
     assert svhn.format.download_url() == "http://ufldl.stanford.edu/housenumbers/train_32x32.mat"
     assert mnist.format.known_md5() == dict(tvd.MNIST.resources)
-    assert svhn.format.how_to_get(svhn, Path("d")) == (
+    assert svhn.format.how_to_get(Path("d")) == (
         "put train_32x32.mat and test_32x32.mat (from "
         "http://ufldl.stanford.edu/housenumbers/train_32x32.mat and "
         "http://ufldl.stanford.edu/housenumbers/test_32x32.mat) into d/svhn/"
     )
-    assert mnist.format.how_to_get(mnist, Path("d")) == (
+    assert mnist.format.how_to_get(Path("d")) == (
         "put the four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
         "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) into d/MNIST/raw/"
     )

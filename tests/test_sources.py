@@ -459,3 +459,108 @@ def test_without_a_tarball_nothing_is_said_to_be_extracted(data_dir):
     lines = str(err.value).splitlines()
     assert lines[1] == f"  - {data_dir / 'cifar-10-batches-py'}: no such directory"
     assert not [line for line in lines if line.endswith(": extracted")]
+
+
+# -- the file-level steps of installing data (each guards against a half-written dataset) ---
+
+
+def test_install_goes_on_past_a_file_already_in_place(tmp_path):
+    from cnnlab.data.sources import _install
+
+    target, elsewhere = tmp_path / "MNIST" / "raw", tmp_path / "dropped"
+    write_mnist_like(None, folder=elsewhere)
+    target.mkdir(parents=True)
+    first, *rest = MNIST_FILES
+    (target / first).write_bytes((elsewhere / first).read_bytes())
+    found = {first: target / first, **{n: elsewhere / n for n in rest}}
+    _install(get_spec("mnist"), found, target)  # the first is in place: skipped, not the end
+    for name in MNIST_FILES:
+        assert (target / name).read_bytes() == (elsewhere / name).read_bytes()
+    assert sorted(p.name for p in target.iterdir()) == sorted(MNIST_FILES)
+
+
+def test_a_file_being_installed_is_a_hidden_part_file_beside_its_destination(tmp_path):
+    from cnnlab.data.sources import _temp_beside
+
+    tmp = _temp_beside(tmp_path / "train-images-idx3-ubyte")
+    # a crash leaves a file a user recognises (and ls hides), in the folder being filled, so
+    # that the final rename is atomic (same file system)
+    assert tmp.parent == tmp_path and tmp.is_file()
+    assert tmp.name.startswith(".train-images-idx3-ubyte.") and tmp.name.endswith(".part")
+    assert _temp_beside(tmp_path / "train-images-idx3-ubyte") != tmp  # unique per call
+
+
+def test_the_writability_probe_is_a_hidden_file_inside_the_target_and_is_removed(
+    tmp_path, monkeypatch
+):
+    from cnnlab.data.sources import _ensure_writable
+
+    removed, unlink = [], os.unlink
+    monkeypatch.setattr(os, "unlink", lambda p, *a, **k: (removed.append(Path(p)), unlink(p)))
+    target = tmp_path / "data" / "MNIST" / "raw"
+    _ensure_writable(target)
+    (probe,) = removed
+    assert probe.parent == target and probe.name.startswith(".cnnlab-write-test.")
+    assert list(target.iterdir()) == []
+
+
+def _cifar_tarball(tmp_path, data_dir, monkeypatch) -> Path:
+    staging = tmp_path / "staging"
+    patch_cifar_md5(monkeypatch, write_cifar_like(staging))
+    archive = data_dir / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(staging / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    return archive
+
+
+def test_extraction_says_so_and_unpacks_into_a_hidden_folder_inside_data_dir(
+    tmp_path, data_dir, monkeypatch, caplog
+):
+    archive = _cifar_tarball(tmp_path, data_dir, monkeypatch)
+    into, extractall = [], tarfile.TarFile.extractall
+
+    def recording(self, path, *args, **kwargs):
+        into.append(Path(path))
+        return extractall(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", recording)
+    with caplog.at_level("INFO", logger="cnnlab.data.sources"):
+        folder = ensure_dataset("cifar10", data_dir, mirrors=[], download=False)
+    assert f"Extracting {archive}" in [r.getMessage() for r in caplog.records]
+    # inside data_dir: each file is then moved into place by an atomic rename
+    (staging,) = into
+    assert staging.parent == data_dir and staging.name.startswith(".extract.")
+    assert not staging.exists() and (folder / "data_batch_1").is_file()
+
+
+def test_a_staging_folder_that_cannot_be_removed_does_not_fail_the_extraction(
+    tmp_path, data_dir, monkeypatch
+):
+    _cifar_tarball(tmp_path, data_dir, monkeypatch)
+    rmdir = os.rmdir
+
+    def stuck(path, *args, **kwargs):  # e.g. a file system that refuses (NFS, a virus scanner)
+        if ".extract." in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return rmdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rmdir", stuck)
+    folder = ensure_dataset("cifar10", data_dir, mirrors=[], download=False)
+    assert (folder / "test_batch").is_file()
+
+
+def test_a_hung_name_lookup_is_left_in_a_daemon_thread(monkeypatch):
+    import threading
+
+    import cnnlab.data.sources as sources
+
+    release = threading.Event()
+    monkeypatch.setattr(sources, "DNS_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: release.wait(5))
+    before = set(threading.enumerate())
+    try:
+        assert sources._unreachable("https://example.org/x").endswith("took over 0.05 s")
+        (hung,) = set(threading.enumerate()) - before
+        assert hung.daemon  # so it cannot keep the process alive after the run ends
+    finally:
+        release.set()

@@ -98,7 +98,7 @@ class Format(ABC):
         """torchvision's per-sample dataset over the same files (the benchmark's baseline)."""
         return self.tv_class(root=str(data_dir), train=train, download=False, transform=transform)
 
-    def how_to_get(self, spec: DatasetSpec, data_dir: Path) -> str:
+    def how_to_get(self, data_dir: Path) -> str:
         return f"put {', '.join(self.files)} into {data_dir / self.folder}/"
 
 
@@ -216,7 +216,7 @@ class Idx(Format):
             write_idx(folder / labels, y.numpy())
         return {n: md5sum(folder / n) for n in self.files if (folder / n).exists()}
 
-    def how_to_get(self, spec, data_dir):
+    def how_to_get(self, data_dir):
         gz = ", ".join(f"{f}.gz" for f in self.files)
         return f"put the four IDX files ({gz}) into {data_dir / self.folder}/"
 
@@ -288,7 +288,7 @@ class CifarBatches(Format):
         (folder / self.tv_class.meta["filename"]).write_bytes(pickle.dumps(meta, protocol=2))
         return {n: md5sum(folder / n) for n in self.files if (folder / n).exists()}
 
-    def how_to_get(self, spec, data_dir):
+    def how_to_get(self, data_dir):
         return (
             f"put {self.archive} (from {self.tv_class.url}) into {data_dir}/, or its "
             f"extracted files ({', '.join(self.files)}) into {data_dir / self.folder}/"
@@ -407,6 +407,6 @@ class SvhnMat(Format):
             scipy.io.savemat(folder / self._name(train), mat)
         return {n: md5sum(folder / n) for n in self.files if (folder / n).exists()}
 
-    def how_to_get(self, spec, data_dir):
+    def how_to_get(self, data_dir):
         urls = " and ".join(self.tv_class.split_list[s][0] for s in self.splits)
         return f"put {' and '.join(self.files)} (from {urls}) into {data_dir / self.folder}/"

@@ -265,7 +265,7 @@ def _not_found_message(spec: DatasetSpec, data_dir: Path, tried: list[str]) -> s
             f"install Debian's package: sudo apt-get install {spec.debian_package} "
             f"(puts the files in /usr/share/datasets/)"
         )
-    fixes.append(spec.format.how_to_get(spec, data_dir))
+    fixes.append(spec.format.how_to_get(data_dir))
     fixes.append("or run once with internet access (data.download=true, or `make data`)")
     lines = [f"{spec.title} not found. Tried:"]
     lines += [f"  - {t}" for t in tried]
