@@ -8,6 +8,7 @@ import io
 import pickle
 import shutil
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -382,3 +383,94 @@ def test_the_torchvision_baseline_applies_its_transform(name, data_dir, monkeypa
         image, _ = ds[4]
         assert isinstance(image, np.ndarray) and len(ds) == n
         assert np.array_equal(image, x[4].permute(1, 2, 0).numpy())
+
+
+# ----------------------------------------------------------------------------- image files
+# image_to_uint8 prepares every image of data=folder and of predict.py: what it does to a
+# pixel is what a trained net saw, so each rule is checked on hand-made pixels.
+
+
+def _to_uint8(img, channels=3, size=None):
+    from cnnlab.data.images import image_to_uint8
+
+    out = image_to_uint8(img, channels, size or (img.height, img.width))
+    assert out.dtype == torch.uint8 and out.shape[0] == channels
+    return out
+
+
+def test_an_alpha_channel_is_composited_onto_black():
+    from PIL import Image
+
+    rgba = np.array([[[200, 100, 50, 255], [200, 100, 50, 128], [255, 255, 255, 0]]], np.uint8)
+    out = _to_uint8(Image.fromarray(rgba, "RGBA"))
+    expected = np.round(rgba[..., :3] * (rgba[..., 3:] / 255)).transpose(2, 0, 1)
+    assert np.abs(out.numpy().astype(int) - expected).max() <= 1
+    assert out[:, 0, 2].tolist() == [0, 0, 0]  # fully transparent white is black, exactly
+    la = Image.fromarray(np.array([[[200, 255], [200, 0]]], np.uint8), "LA")
+    assert _to_uint8(la, channels=1).flatten().tolist() == [200, 0]
+
+
+def test_a_transparent_palette_entry_or_colour_key_is_black_too():
+    from PIL import Image
+
+    pal = Image.new("P", (2, 1))
+    pal.putpalette([255, 255, 255, 10, 20, 30] + [0] * 762)
+    pal.putpixel((1, 0), 1)
+    assert _to_uint8(pal).reshape(3, 2).T.tolist() == [[255, 255, 255], [10, 20, 30]]
+    pal.info["transparency"] = 0  # a GIF's or PNG's transparent palette entry
+    assert _to_uint8(pal).reshape(3, 2).T.tolist() == [[0, 0, 0], [10, 20, 30]]
+    pa = pal.convert("PA")
+    assert _to_uint8(pa).reshape(3, 2).T.tolist() == [[0, 0, 0], [10, 20, 30]]
+    grey = Image.fromarray(np.array([[90, 200]], np.uint8))
+    grey.info["transparency"] = 200  # a PNG's tRNS colour key
+    assert _to_uint8(grey, channels=1).flatten().tolist() == [90, 0]
+
+
+@pytest.mark.parametrize("dtype", [">u2", "<u2", "<i4", "<f4"])  # I;16B, I;16, I, F
+def test_16_bit_and_float_images_are_stretched_to_8_bits(dtype):
+    from PIL import Image
+
+    values = np.array([[1000, 60000], [3000, 40000]], dtype=dtype)
+    img = Image.fromarray(values)
+    assert img.mode in ("I;16B", "I;16", "I", "F")
+    v = values.astype(np.float64)
+    expected = np.floor(255 * (v - v.min()) / (v.max() - v.min()))  # min -> 0, max -> 255
+    assert _to_uint8(img, channels=1)[0].numpy().tolist() == expected.tolist()
+    flat = Image.fromarray(np.full((2, 2), 7, dtype=dtype))  # no range: black, not 0 / 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NaN cast to uint8 is undefined (and warns)
+        assert _to_uint8(flat, channels=1).flatten().tolist() == [0, 0, 0, 0]
+
+
+def test_colour_becomes_luminance_and_grey_becomes_three_equal_channels():
+    from PIL import Image
+
+    rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [100, 150, 200]]], np.uint8)
+    grey = _to_uint8(Image.fromarray(rgb), channels=1).flatten().numpy()
+    luma = rgb.astype(np.float64) @ [0.299, 0.587, 0.114]  # ITU-R 601-2, as PIL's "L"
+    assert np.abs(grey - luma).max() <= 0.5 + 1e-9
+    out = _to_uint8(Image.fromarray(rgb[..., 0]), channels=3)
+    assert out.tolist() == [rgb[..., 0].tolist()] * 3
+
+
+def test_images_are_resized_to_height_by_width_with_the_antialiased_bilinear_recipe():
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    big = Image.fromarray(rng.integers(0, 256, (120, 90), dtype=np.uint8))
+    out = _to_uint8(big, channels=1, size=(10, 6))  # (H, W) from a 90-wide, 120-high image
+    assert out.shape == (1, 10, 6)
+    # the recipe is part of what every folder-trained net saw: a change to the filter or the
+    # reducing gap changes the pixels (each was checked to), so it must be deliberate
+    recipe = big.resize((6, 10), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    assert out[0].numpy().tolist() == np.asarray(recipe).tolist()
+    for other in (
+        big.resize((6, 10)),
+        big.resize((6, 10), Image.Resampling.BILINEAR),
+        big.resize((6, 10), Image.Resampling.BILINEAR, reducing_gap=4.0),
+    ):
+        assert np.asarray(other).tolist() != np.asarray(recipe).tolist()
+    # an image already at its size is left alone; one at the transposed size is not
+    same = _to_uint8(big, channels=1, size=(120, 90))
+    assert same[0].numpy().tolist() == np.asarray(big).tolist()
+    assert _to_uint8(big, channels=1, size=(90, 120)).shape == (1, 90, 120)

@@ -11,11 +11,12 @@ from PIL import Image
 def image_to_uint8(img: Image.Image, channels: int, size: tuple[int, int]) -> torch.Tensor:
     """Any size and colour mode -> uint8 (C, H, W), ``channels`` 1 (luminance) or 3 (RGB).
 
-    Transparency is dropped onto black (as the built-in datasets' backgrounds are); 16-bit
-    and float images are scaled to 8 bits; the image is resized to ``size`` (H, W).
+    Transparency (an alpha channel, or a PNG's transparent colour or palette entry) is
+    dropped onto black, as the built-in datasets' backgrounds are; 16-bit and float images are
+    scaled to 8 bits; the image is resized to ``size`` (H, W).
     """
     h, w = size
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (0, 0, 0, 255))
         img = Image.alpha_composite(background, img)
