@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from cnnlab.cli import run_app
+from cnnlab.cli import heavy_imports, run_app
 from cnnlab.config import PROJECT_ROOT, validate  # noqa: F401  (PROJECT_ROOT anchors outputs/, data/)
 
 
@@ -12,7 +12,8 @@ def main(cfg: DictConfig) -> None:
     # a bad plain value (optimizer.lr=-1, seed=-3) fails here, before torch is even imported
     run_app(validate, cfg)
     # imported here, not above: the launcher process of a parallel sweep never loads torch
-    from cnnlab.run import train
+    with heavy_imports():
+        from cnnlab.run import train
 
     run_app(train, cfg)
 

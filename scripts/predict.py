@@ -12,12 +12,14 @@ Fashion-MNIST also inverted, cropped to the object and centred.
 
 from pathlib import Path
 
-from cnnlab.cli import parse_key_values, script
+from cnnlab.cli import heavy_imports, parse_key_values, script
 from cnnlab.config import PROJECT_ROOT
 from cnnlab.errors import CnnlabError
-from cnnlab.predict import predict
-from cnnlab.viz.figures import bar_figure, input_and_cam_figure, save
-from cnnlab.viz.grids import image_grid, save_png
+
+with heavy_imports():
+    from cnnlab.predict import predict
+    from cnnlab.viz.figures import bar_figure, input_and_cam_figure, save
+    from cnnlab.viz.grids import image_grid, save_png
 
 
 def main(argv: list[str]) -> int:
