@@ -83,6 +83,28 @@ except KeyError:
     assert again == "True" and failed == "True"
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU keeps Lightning's NVML check")
+def test_without_a_gpu_an_optimiser_step_does_not_look_for_the_nvml_library():
+    code = """
+import ctypes, os, torch, pytorch_lightning
+assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1"  # Lightning's
+from cnnlab.run import configure_torch
+configure_torch()
+opened, load = [], ctypes.CDLL.__init__
+ctypes.CDLL.__init__ = lambda self, name, *a, **k: (opened.append(name), load(self, name, *a, **k))
+net = torch.nn.Linear(4, 2)
+opt = torch.optim.Adam(net.parameters())
+for _ in range(20):
+    opt.zero_grad(); net(torch.randn(3, 4)).sum().backward(); opt.step()
+print(len(opened), "PYTORCH_NVML_BASED_CUDA_CHECK" in os.environ)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env()
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["0", "False"]  # with the variable: 20 failed dlopens
+
+
 def _confusion_steps(run_dir: Path) -> list[int]:
     acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
     acc.Reload()

@@ -52,6 +52,7 @@ from cnnlab.record import (
 from cnnlab.resources import check_fits_in_memory, peak_rss_mb
 
 log = logging.getLogger("cnnlab")
+_NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
 
 
 def configure_torch() -> None:
@@ -59,6 +60,12 @@ def configure_torch() -> None:
     # Denormal floats make CPU arithmetic several times slower; small nets' weights and
     # gradients drift into that range late in training (measured: LeNet-5 ran ~6x slower).
     torch.set_flush_denormal(True)
+    # Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 so that looking for GPUs never initialises
+    # CUDA (forked workers could not use it). torch then also looks for the NVML library on
+    # every optimiser step: where there is none, a failed dlopen each step (~1% of a LeNet-5
+    # step on a CPU). Without a GPU there is no CUDA to keep uninitialised.
+    if os.environ.get(_NVML_CHECK) == "1" and not torch.cuda.is_available():
+        del os.environ[_NVML_CHECK]
     # The in-memory loaders need no worker processes; Lightning's advice to add some is noise.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
