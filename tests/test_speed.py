@@ -114,22 +114,23 @@ def _confusion_steps(run_dir: Path) -> list[int]:
 def test_the_validation_confusion_figure_is_drawn_every_n_epochs_and_for_the_last(
     mnist_dir, tmp_path
 ):
-    # 10 batches an epoch; stopped by max_steps after 2 of 7 epochs, off the every-2 rhythm
+    # 10 batches an epoch; stopped by max_steps after 5 of 7 epochs, off the every-2 rhythm
     train(
         make_cfg(
-            tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=7", "+trainer.max_steps=20",
+            tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=7", "+trainer.max_steps=50",
             "callbacks.diagnostics.every_n_epochs=2",
         )
     )  # fmt: skip
-    assert _confusion_steps(tmp_path / "run") == [10, 20]  # epoch 0, and the final epoch 1
+    # after epochs 2 and 4 (steps 20 and 40), and after the final, 5th epoch (step 50)
+    assert _confusion_steps(tmp_path / "run") == [20, 40, 50]
     counts = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     counts.Reload()
     assert "val/confusion_counts/text_summary" in counts.Tags()["tensors"]
 
 
 def test_the_final_figure_is_not_drawn_twice(mnist_dir, tmp_path):
-    train(make_cfg(tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=2"))  # default every 5
-    assert _confusion_steps(tmp_path / "run") == [10, 20]
+    train(make_cfg(tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=5"))  # default every 5
+    assert _confusion_steps(tmp_path / "run") == [50]  # the 5th epoch is also the last
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, "often"])

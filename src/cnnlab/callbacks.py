@@ -262,8 +262,8 @@ def _score(value: Any) -> torch.Tensor | None:
 class Diagnostics(pl.Callback):
     """TensorBoard images of what the net does, logged at a bounded rate.
 
-    Every validation epoch: the confusion counts (text); the confusion-matrix figure every
-    ``every_n_epochs`` epochs and for the final epoch, however training ends (drawing it costs
+    Every validation epoch: the confusion counts (text); the confusion-matrix figure after
+    every ``every_n_epochs`` epochs and for the final epoch, however training ends (drawing it costs
     ~0.1 s, 5% of a LeNet-5 epoch on a 2-core CPU). After testing: the test confusion matrix,
     misclassified test images with true/predicted labels and confidence, per-class accuracy,
     and a Grad-CAM grid (saliency for a net without convolutions) of ``cam_images`` correctly
@@ -303,7 +303,8 @@ class Diagnostics(pl.Callback):
             return
         writer.add_text("val/confusion_counts", json.dumps(cm.tolist()), trainer.global_step)
         epoch = trainer.current_epoch
-        if epoch % self.every_n_epochs == 0 or epoch == trainer.max_epochs - 1:
+        # after every n-th epoch (not the first: a one-epoch-old net's figure says little)
+        if (epoch + 1) % self.every_n_epochs == 0 or epoch == trainer.max_epochs - 1:
             self._draw_val_confusion(trainer, writer, cm)
 
     def on_test_start(self, trainer, pl_module) -> None:
