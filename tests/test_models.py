@@ -120,6 +120,61 @@ def test_output_size_formula():
     assert window_out(32, 3, 2, 1) == 16
 
 
+def test_output_size_formula_agrees_with_pytorch_for_every_window():
+    import torch.nn.functional as F
+
+    for size, k, stride, dil, ceil in itertools.product(
+        range(1, 10), range(1, 5), range(1, 4), (1, 2), (False, True)
+    ):
+        for pad in range(k // 2 + 1):  # PyTorch's pooling allows padding up to half the kernel
+            x = torch.zeros(1, 1, size, size)
+            ours = window_out(size, k, stride, pad, dil, ceil)
+            try:
+                theirs = F.max_pool2d(x, k, stride, pad, dil, ceil_mode=ceil).shape[-1]
+            except RuntimeError:  # "output size is too small"
+                assert ours < 1, (size, k, stride, pad, dil, ceil)
+            else:
+                assert ours == theirs, (size, k, stride, pad, dil, ceil)
+
+
+def _misfit_message(layer: nn.Module, shape) -> str:
+    with pytest.raises(ModelError) as err:
+        check_forward(nn.Sequential(OrderedDict([("bad", layer)])), shape)
+    return str(err.value)
+
+
+def test_a_too_deep_message_computes_height_and_width_each_from_its_own_settings():
+    # asymmetric kernel, stride, padding and dilation on a tall, narrow input: height
+    # (20 + 2 - 2*2 - 1) // 2 + 1 = 9, width (6 - 6 - 1) // 1 + 1 = 0
+    conv = nn.Conv2d(1, 2, (3, 7), stride=(2, 1), padding=(1, 0), dilation=(2, 1))
+    assert "shrink the 20x6 feature map to 9x0, so the model is too deep" in _misfit_message(
+        conv, (1, 20, 6)
+    )
+    # average pooling has no dilation: 1; (2 - 2 - 1) // 1 + 1 = 0
+    assert "shrink the 5x2 feature map to 3x0" in _misfit_message(
+        nn.AvgPool2d(3, stride=1), (1, 5, 2)
+    )
+    # ceil mode counts a last, partial window: (1 - 3 - 1) / 2 rounded up, + 1 = 0 (floor: -1)
+    assert "shrink the 1x1 feature map to 0x0" in _misfit_message(
+        nn.MaxPool2d(4, stride=2, ceil_mode=True), (1, 1, 1)
+    )
+
+
+def test_a_layer_that_fails_for_another_reason_is_named_with_the_first_line_of_its_error():
+    message = _misfit_message(nn.BatchNorm2d(8), (4, 6, 6))  # 4 channels, not 8
+    assert message.startswith("Layer 'bad' (BatchNorm2d")
+    assert "cannot take its 6x6x4 input (" in message
+    assert message.endswith("). Check the layer sizes for this input shape.")
+    assert "too deep" not in message
+
+
+def test_first_line_of_an_error():
+    from cnnlab.models.summary import _first_line
+
+    assert _first_line(RuntimeError("  shapes differ\n  at line 3 ")) == "shapes differ"
+    assert _first_line(ValueError("")) == "ValueError"  # no message: its type
+
+
 def test_too_small_input_names_the_layer_before_anything_runs():
     layers = [("C1", nn.Conv2d(1, 4, 5)), ("S2", nn.MaxPool2d(2)), ("C3", nn.Conv2d(4, 4, 5))]
     with pytest.raises(
