@@ -113,3 +113,73 @@ def test_a_strength_without_its_probability_is_warned_about(override, switch, ca
 def test_a_strength_with_its_probability_is_not_warned_about(caplog):
     build_augmentation(aug_cfg("light", "aug.rotate_limit=20"), get_spec("mnist"))
     assert "has no effect" not in caplog.text
+
+
+# -- whole batches on their device (the GPU-resident path): crops and flips by indexing ------
+
+
+def _crop_and_flip_of(out: torch.Tensor, image: torch.Tensor, pad: int) -> list[tuple]:
+    """Every (dy, dx, flipped) for which ``out`` is that crop of the zero-padded ``image``."""
+    _, h, w = image.shape
+    padded = torch.nn.functional.pad(image, (pad,) * 4)
+    found = []
+    for dy in range(2 * pad + 1):
+        for dx in range(2 * pad + 1):
+            crop = padded[:, dy : dy + h, dx : dx + w]
+            found += [
+                (dy, dx, f) for f in (False, True) if torch.equal(out, crop.flip(-1) if f else crop)
+            ]
+    return found
+
+
+def test_batch_augmentation_crops_each_image_from_its_padded_self_and_flips_some():
+    from cnnlab.data.batch_augment import BatchAugmentation
+
+    # non-zero random pixels: every crop and flip of an image is different, so each output
+    # image is explained by exactly one (offset, flip)
+    x = torch.randint(
+        1, 256, (300, 2, 6, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    out = BatchAugmentation(pad=2, flip_p=0.3, seed=7)(x, key=(3, 1, 0))
+    assert out.shape == x.shape and out.dtype == torch.uint8 and out.is_contiguous()
+    draws = []
+    for i in range(len(x)):
+        (draw,) = _crop_and_flip_of(out[i], x[i], pad=2)
+        draws.append(draw)
+    dys, dxs, flips = zip(*draws, strict=True)
+    assert set(dys) == set(dxs) == {0, 1, 2, 3, 4}  # every offset in [-pad, pad], both axes
+    assert sum(dy != dx for dy, dx, _ in draws) > 150  # drawn independently per axis
+    assert 60 <= sum(flips) <= 120  # Binomial(300, 0.3): mean 90, sd 7.9
+    again = BatchAugmentation(pad=2, flip_p=0.3, seed=7)
+    assert torch.equal(again(x, key=(3, 1, 0)), out)  # (seed, key) fixes the draw
+    assert not torch.equal(again(x, key=(4, 1, 0)), out)
+    assert not torch.equal(BatchAugmentation(2, 0.3, seed=8)(x, key=(3, 1, 0)), out)
+
+
+def test_batch_augmentation_without_padding_only_flips_and_without_flips_only_crops():
+    from cnnlab.data.batch_augment import BatchAugmentation
+
+    x = torch.randint(
+        1, 256, (100, 1, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
+    flipped = BatchAugmentation(pad=0, flip_p=1.0)(x)
+    assert torch.equal(flipped, x.flip(-1))
+    cropped = BatchAugmentation(pad=1, flip_p=0.0)(x)
+    assert all(_crop_and_flip_of(cropped[i], x[i], 1)[0][2] is False for i in range(100))
+    assert not torch.equal(cropped, x)
+
+
+def test_batch_augmentation_from_config_takes_crops_and_flips_and_refuses_the_rest():
+    from cnnlab.data.batch_augment import BatchAugmentation
+
+    assert BatchAugmentation.from_config(aug_cfg("none")) is None
+    aug = BatchAugmentation.from_config(aug_cfg("none", "aug.pad_crop=3"), seed=5)
+    assert (aug.pad, aug.flip_p, aug.seed) == (3, 0.0, 5)
+    aug = BatchAugmentation.from_config(aug_cfg("none", "aug.hflip=0.5", "aug.mixup_alpha=0.2"))
+    assert (aug.pad, aug.flip_p) == (0, 0.5) and isinstance(aug.pad, int)
+    with pytest.raises(ConfigError) as err:
+        BatchAugmentation.from_config(aug_cfg("none", "aug.pad_crop=4", "aug.elastic_p=0.5"))
+    assert "only aug.pad_crop and aug.hflip exist" in str(err.value)
+    assert "got aug.elastic_p=0.5. Use aug=cifar or aug=none" in str(err.value)
+    with pytest.raises(ConfigError, match=r"got aug.cutout_size=0.5\. Use"):
+        BatchAugmentation.from_config(aug_cfg("none", "aug.cutout_size=0.5"))

@@ -40,7 +40,7 @@ class BatchAugmentation:
         others = [
             f"aug.{k}={p[k]}"
             for k, v in PARAMS.items()
-            if k not in (*ON_DEVICE, *MIXING) and p[k] != v and k != "cutout_size"
+            if k not in (*ON_DEVICE, *MIXING) and p[k] != v
         ]
         if others:
             raise ConfigError(
