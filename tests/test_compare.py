@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnlab.compare import Stat, find_runs, plot, table, to_csv, to_markdown
+from cnnlab.compare import Run, Stat, bars, find_runs, plot, table, to_csv, to_markdown
 from cnnlab.config import PROJECT_ROOT
+from cnnlab.errors import CnnlabError
 
 from .conftest import subprocess_env
 
@@ -119,6 +120,64 @@ def test_csv_puts_the_std_beside_the_mean(dropout_x_seeds, tmp_path):
     assert float(written["0.5"]["test/acc"]) == pytest.approx(mean)
     assert float(written["0.5"]["test/acc std"]) == pytest.approx(std)
     assert written["0.5"]["n"] == "3" and written["0.5"]["params"] == "61706"
+
+
+def test_bars_are_the_rows_in_swept_order_with_mean_and_sample_std(dropout_x_seeds):
+    b = bars(find_runs([dropout_x_seeds]))
+    order = sorted(ACC)
+    assert b.labels == [f"dropout={d} (n=3)" for d in order]
+    assert b.values == pytest.approx([_expected(ACC[d])[0] for d in order], abs=1e-12)
+    assert b.errors == pytest.approx([_expected(ACC[d])[1] for d in order], abs=1e-12)
+    assert (b.colour_by, b.colours) == ("model.dropout", [str(d) for d in order])
+    assert (b.metric, b.title) == ("test/acc", "test/acc: mean ± std over seeds/folds")
+    val = bars(find_runs([dropout_x_seeds]), "val/acc")
+    assert val.values == pytest.approx([_expected(ACC[d])[0] - 0.01 for d in order], abs=1e-12)
+    apart = bars(find_runs([dropout_x_seeds]), group=False)  # a bar per run, seeds shown
+    assert apart.labels[:2] == ["dropout=0.0, seed=0", "dropout=0.0, seed=1"]
+    assert apart.values[:2] == [ACC[0.0][0], ACC[0.0][1]] and apart.errors[:2] == [0.0, 0.0]
+    assert apart.title == "test/acc per run"
+
+
+def test_bars_of_two_swept_keys_sort_by_both_and_colour_by_the_first():
+    def run(name, lr, bn, seed, **metrics):
+        overrides = [f"optimizer.lr={lr}", f"model.batch_norm={bn}", f"seed={seed}"]
+        return Run(Path(name), {"overrides": overrides, **metrics})
+
+    runs = [  # written in no particular order; two repeats, one single run, one failed repeat
+        run("a", 0.1, "true", 0, **{"test/acc": 0.8}),
+        run("b", 0.01, "true", 0, **{"test/acc": 0.6}),
+        run("c", 0.1, "true", 1, **{"test/acc": 0.9}),
+        run("d", 0.01, "false", 0, **{"test/acc": 0.7}),
+        run("e", 0.01, "true", 1, status="failed"),
+    ]
+    b = bars(runs)
+    assert b.labels == [  # a single run shows its seed, as in the table
+        "lr=0.01, batch_norm=false, seed=0",
+        "lr=0.01, batch_norm=true (n=2)",
+        "lr=0.1, batch_norm=true (n=2)",
+    ]
+    assert b.values == pytest.approx([0.7, 0.6, 0.85])
+    # one value out of two runs has no spread to show; two have their sample std
+    assert b.errors == pytest.approx([0.0, 0.0, np.std([0.8, 0.9], ddof=1)])
+    assert (b.colour_by, b.colours) == ("optimizer.lr", ["0.01", "0.01", "0.1"])
+    assert b.title == "test/acc: mean ± std over seeds/folds"
+
+
+def test_bars_of_runs_without_swept_keys_are_named_by_their_folders_and_need_the_metric():
+    runs = [
+        Run(Path("sweep/first"), {"test/acc": 0.5}),
+        Run(Path("sweep/second"), {"test/acc": 0.75}),
+        Run(Path("sweep/crashed"), {"status": "failed"}),  # no test/acc: no bar
+    ]
+    b = bars(runs, group=False)
+    assert b.labels == ["first", "second"] and b.values == [0.5, 0.75]
+    assert (b.colour_by, b.colours, b.errors) == (None, ["", ""], [0.0, 0.0])
+    swept = [*runs, Run(Path("sweep/third"), {"test/acc": 0.6, "overrides": ["seed=3"]})]
+    b = bars(swept, group=False)  # the first swept key colours the bars
+    assert b.labels == ["first", "second", "seed=3"] and b.values == [0.5, 0.75, 0.6]
+    assert (b.colour_by, b.colours) == ("seed", ["", "", "3"])
+    with pytest.raises(CnnlabError, match=r"^No run has val/acc; nothing to plot\.$"):
+        bars(runs, "val/acc")
 
 
 def test_plot_draws_means_with_std_error_bars(dropout_x_seeds, tmp_path, monkeypatch):

@@ -309,76 +309,54 @@ def to_csv(header: Sequence[str], rows: Sequence[Sequence[Any]], path: str | Pat
     return path
 
 
-def plot(
-    runs: Sequence[Run], path: str | Path, metric: str = "test/acc", group: bool = True
-) -> Path:
-    """A bar of ``metric`` per row of the table, labelled by its swept values, coloured by the
-    first swept key; a row of repeats is its mean with an error bar of one std."""
-    import matplotlib
+@dataclass(frozen=True)
+class Bars:
+    """What a sweep's bar chart shows (``cnnlab.viz.figures.sweep_figure`` draws it): a bar per
+    row of the table, in the order of its swept values."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    metric: str
+    labels: list[str]  # the row's swept values, and its number of runs when several
+    values: list[float]  # the metric, or its mean over the row's runs
+    errors: list[float]  # one sample std over the row's runs; 0 for a single run
+    colour_by: str | None  # the first swept key: bars with one value of it share a colour
+    colours: list[str]  # each bar's value of it ("" without swept keys)
+    title: str
 
+
+def bars(runs: Sequence[Run], metric: str = "test/acc", group: bool = True) -> Bars:
+    """The bars of ``metric`` over the rows of ``table(runs, group=group)`` that have it."""
     groups, _ = _groups(runs, group)
     keys = swept_keys(groups)
     done = [g for g in groups if isinstance(g.value(metric), (int, float, Stat))]
     if not done:
         raise CnnlabError(f"No run has {metric}; nothing to plot.")
     done.sort(key=lambda g: tuple(g.overrides.get(k, "") for k in keys))
+    # a key a row does not set (a group's seed, a run on the defaults) is left out of its label
     labels = [
-        ", ".join(f"{k.split('.')[-1]}={g.overrides.get(k, '')}" for k in keys)
+        ", ".join(f"{k.split('.')[-1]}={g.overrides[k]}" for k in keys if g.overrides.get(k))
         or g.runs[0].path.name
         for g in done
     ]
-    labels = [
-        f"{label} (n={len(g.runs)})" if len(g.runs) > 1 else label
-        for label, g in zip(labels, done, strict=True)
-    ]
-    colours = [g.overrides.get(keys[0], "") if keys else "" for g in done]
-    palette = {c: f"C{i}" for i, c in enumerate(dict.fromkeys(colours))}
     stats = [g.value(metric) for g in done]
-    values = [v.mean if isinstance(v, Stat) else v for v in stats]
-    errors = [(v.std or 0.0) if isinstance(v, Stat) else 0.0 for v in stats]
-    legend = bool(keys) and len(palette) > 1
-    # room beside the axes for the legend, so it neither hides a bar label nor squeezes the axes
-    # until the rotated tick labels run off the figure's left edge
-    width = max(5.0, 0.6 * len(done) + 2) + (0.1 * max(map(len, map(str, palette))) + 2.0) * legend
-    fig, ax = plt.subplots(figsize=(width, 4))
-    ax.bar(
-        range(len(done)),
-        values,
-        yerr=errors if any(errors) else None,
-        capsize=4,
-        color=[palette[c] for c in colours],
-    )
-    for i, (v, e) in enumerate(zip(values, errors, strict=True)):  # above the error bar
-        ax.annotate(
-            f"{v:.3f}", (i, v + e), xytext=(0, 2), textcoords="offset points",
-            ha="center", va="bottom", fontsize=8,
-        )  # fmt: skip
-    ax.set_xticks(range(len(done)), labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(metric)
-    low = min(v - e for v, e in zip(values, errors, strict=True))
-    high = max(v + e for v, e in zip(values, errors, strict=True))
-    ax.set_ylim(
-        max(0.0, low - (high - low) - 0.02),
-        min(1.0, high + 0.02) if high <= 1 else None,
-    )
-    if legend:  # beside the axes: inside, it can hide a bar's label
-        handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in palette.values()]
-        ax.legend(
-            handles,
-            [f"{keys[0]}={c}" for c in palette],
-            fontsize=8,
-            loc="upper left",
-            bbox_to_anchor=(1.01, 1.0),
-            borderaxespad=0,
-        )
     repeats = any(len(g.runs) > 1 for g in done)
-    ax.set_title(f"{metric}: mean ± std over seeds/folds" if repeats else f"{metric} per run")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return Bars(
+        metric=metric,
+        labels=[
+            f"{lb} (n={len(g.runs)})" if len(g.runs) > 1 else lb
+            for lb, g in zip(labels, done, strict=True)
+        ],
+        values=[v.mean if isinstance(v, Stat) else v for v in stats],
+        errors=[(v.std or 0.0) if isinstance(v, Stat) else 0.0 for v in stats],
+        colour_by=keys[0] if keys else None,
+        colours=[g.overrides.get(keys[0], "") if keys else "" for g in done],
+        title=f"{metric}: mean ± std over seeds/folds" if repeats else f"{metric} per run",
+    )
+
+
+def plot(
+    runs: Sequence[Run], path: str | Path, metric: str = "test/acc", group: bool = True
+) -> Path:
+    """The bar chart of ``bars(runs, metric, group)``, written as a PNG at ``path``."""
+    from cnnlab.viz.figures import save, sweep_figure
+
+    return save(sweep_figure(bars(runs, metric, group)), path, dpi=100)

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from torch import nn
 
 from cnnlab.files import atomic_path
 from cnnlab.metrics import per_class_accuracy
 from cnnlab.models.blocks import ACTIVATIONS
 from cnnlab.models.summary import record
+
+if TYPE_CHECKING:
+    from cnnlab.compare import Bars
 
 
 def subplots(rows: int = 1, cols: int = 1, figsize=None, **kw) -> tuple[Figure, Axes | np.ndarray]:
@@ -259,6 +264,48 @@ def bar_figure(labels: Sequence[str], values: Sequence[float], title: str) -> Fi
         ax.text(values[i], y, f" {values[i]:.1%}", va="center", fontsize=8)
     ax.set_xlim(0, 1.1)
     ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def sweep_figure(b: Bars) -> Figure:
+    """A sweep's bars (``cnnlab.compare.bars``): value labels above the error bars, coloured by
+    the first swept key with its legend beside the axes."""
+    palette = {c: f"C{i}" for i, c in enumerate(dict.fromkeys(b.colours))}
+    legend = b.colour_by is not None and len(palette) > 1
+    # room beside the axes for the legend, so it neither hides a bar label nor squeezes the axes
+    # until the rotated tick labels run off the figure's left edge
+    width = max(5.0, 0.6 * len(b.values) + 2)
+    width += (0.1 * max(map(len, palette)) + 2.0) * legend
+    fig, ax = subplots(figsize=(width, 4))
+    ax.bar(
+        range(len(b.values)),
+        b.values,
+        yerr=b.errors if any(b.errors) else None,
+        capsize=4,
+        color=[palette[c] for c in b.colours],
+    )
+    for i, (v, e) in enumerate(zip(b.values, b.errors, strict=True)):  # above the error bar
+        ax.annotate(
+            f"{v:.3f}", (i, v + e), xytext=(0, 2), textcoords="offset points",
+            ha="center", va="bottom", fontsize=8,
+        )  # fmt: skip
+    ax.set_xticks(range(len(b.values)), b.labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(b.metric)
+    low = min(v - e for v, e in zip(b.values, b.errors, strict=True))
+    high = max(v + e for v, e in zip(b.values, b.errors, strict=True))
+    ax.set_ylim(max(0.0, low - (high - low) - 0.02), min(1.0, high + 0.02) if high <= 1 else None)
+    if legend:  # beside the axes: inside, it can hide a bar's label
+        handles = [Rectangle((0, 0), 1, 1, color=c) for c in palette.values()]
+        ax.legend(
+            handles,
+            [f"{b.colour_by}={c}" for c in palette],
+            fontsize=8,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            borderaxespad=0,
+        )
+    ax.set_title(b.title)
     fig.tight_layout()
     return fig
 
