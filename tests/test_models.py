@@ -213,6 +213,17 @@ def test_a_wrong_dense_width_names_the_layer():
         check_forward(net, (1, 28, 28))
 
 
+def test_lenet_layers_are_named_as_the_paper_names_them():
+    # the names are the checkpoints' state_dict keys and what the layer table, the feature
+    # maps and Grad-CAM (model layer=C3) show: renaming one breaks every saved checkpoint
+    body = ["C1", "C1_act", "S2", "C3", "C3_act", "S4", "flatten"]
+    head = ["F5", "F5_act", "F6", "F6_act", "output"]
+    assert list(dict(LeNet5((1, 28, 28), 10).named_children())) == [*body, *head]
+    classic = LeNet5Classic((1, 28, 28), 10)
+    assert list(dict(classic.named_children())) == ["pad", *body, *head]
+    assert [classic.S2.kernel_size, classic.S4.kernel_size] == [2, 2]
+
+
 def test_layer_table_columns_against_hand_computed_values():
     net = LeNet5Classic((1, 28, 28), 10)
     rows = {r.name: r for r in layer_rows(net, (1, 28, 28))}
