@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import pickle
 import shutil
 import struct
@@ -474,3 +475,126 @@ def test_images_are_resized_to_height_by_width_with_the_antialiased_bilinear_rec
     same = _to_uint8(big, channels=1, size=(120, 90))
     assert same[0].numpy().tolist() == np.asarray(big).tolist()
     assert _to_uint8(big, channels=1, size=(90, 120)).shape == (1, 90, 120)
+
+
+# ----------------------------------------------------------------------------- synthetic copies
+# The tests and the benchmark train on synthetic files written in each real format; each
+# writer is checked against what the real files hold (torchvision's documentation of them).
+
+
+def test_synthetic_cifar_batches_are_written_as_the_real_ones_are(tmp_path):
+    folder = tmp_path / "deep" / "er" / "cifar-10-batches-py"  # parents are created
+    write_synthetic("cifar10", None, n_train=50, n_test=20, folder=folder)
+    raw = (folder / "data_batch_1").read_bytes()
+    assert raw[:2] == b"\x80\x02"  # a protocol-2 pickle, as the official files (Python 2's)
+    batch = pickle.loads(raw)
+    assert sorted(batch) == ["batch_label", "data", "filenames", "labels"]
+    assert batch["batch_label"] == "data_batch_1" and batch["data"].dtype == np.uint8
+    assert batch["data"].shape == (10, 3072) and len(batch["filenames"]) == 10
+    assert all(isinstance(v, int) for v in batch["labels"])
+    meta_raw = (folder / "batches.meta").read_bytes()
+    assert meta_raw[:2] == b"\x80\x02"
+    meta = pickle.loads(meta_raw)
+    assert meta == {
+        "label_names": list(get_spec("cifar10").classes),
+        "num_cases_per_batch": 10000,
+        "num_vis": 3072,
+    }
+
+
+def test_synthetic_svhn_files_store_digit_0_as_label_10_in_a_column(tmp_path):
+    folder = tmp_path / "deep" / "svhn"
+    sums = write_synthetic("svhn", None, n_train=40, n_test=20, folder=folder)
+    assert sorted(sums) == ["test_32x32.mat", "train_32x32.mat"]
+    mat = scipy.io.loadmat(folder / "train_32x32.mat")
+    assert mat["X"].shape == (32, 32, 3, 40) and mat["X"].dtype == np.uint8
+    assert mat["y"].shape == (40, 1) and mat["y"].dtype == np.uint8
+    assert set(mat["y"].flatten().tolist()) <= set(range(1, 11))  # 1..10: no label 0
+    x, y = get_spec("svhn").format.read(folder, get_spec("svhn"), train=True)
+    assert y.tolist() == [0 if v == 10 else v for v in mat["y"].flatten().tolist()]
+    assert 0 in y.tolist() and 1 in y.tolist()
+
+
+@pytest.mark.parametrize(
+    ("mat", "says"),
+    [
+        ({"X": np.zeros((32, 32, 3, 4), np.float32), "y": np.ones((4, 1))}, "float32"),
+        ({"X": np.zeros((28, 28, 3, 4), np.uint8), "y": np.ones((4, 1))}, "(3, 28, 28)"),
+        ({"X": np.zeros((32, 32, 3, 4), np.uint8), "y": np.ones((3, 1))}, "and 3 labels"),
+    ],
+)
+def test_an_svhn_file_of_the_wrong_type_shape_or_count_is_named(tmp_path, mat, says):
+    spec = get_spec("svhn")
+    folder = tmp_path / "svhn"
+    folder.mkdir()
+    scipy.io.savemat(folder / "train_32x32.mat", mat)
+    with pytest.raises(DataError) as err:
+        spec.format.read(folder, spec, train=True)
+    message = str(err.value)
+    assert message.startswith(f"{folder / 'train_32x32.mat'} holds 4 images of ")
+    assert says in message and message.endswith(
+        "not SVHN's (3, 32, 32) uint8 images. Fetch it again."
+    )
+
+
+@pytest.mark.parametrize("damage", ["empty", "cut header", "cut data", "garbled", "random"])
+def test_a_damaged_svhn_file_is_named_whatever_scipy_trips_over(tmp_path, damage):
+    spec = get_spec("svhn")
+    write_synthetic("svhn", None, n_train=40, n_test=20, folder=tmp_path / "svhn")
+    path = tmp_path / "svhn" / "train_32x32.mat"
+    raw, noise = path.read_bytes(), np.random.default_rng(0).integers(0, 256, 5000, np.uint8)
+    path.write_bytes(
+        {
+            "empty": b"",
+            "cut header": raw[:40],
+            "cut data": raw[: len(raw) // 2],
+            "garbled": raw[:128] + noise.tobytes(),
+            "random": noise.tobytes(),
+        }[damage]
+    )
+    with pytest.raises(DataError, match=r"train_32x32.mat is not a readable SVHN \.mat file \("):
+        spec.format.read(tmp_path / "svhn", spec, train=True)
+
+
+def test_svhn_md5_overrides_keep_torchvisions_sum_for_a_file_not_given():
+    from torchvision.datasets import SVHN
+
+    fmt = get_spec("svhn").format
+    ((target, attribute, lists),) = fmt.md5_overrides({"train_32x32.mat": "0" * 32})
+    assert (target, attribute) == (SVHN, "split_list")
+    assert lists["train"][2] == "0" * 32
+    assert lists["test"] == list(SVHN.split_list["test"])  # url, name, torchvision's md5
+
+
+def test_torchvisions_baseline_dataset_never_downloads(tmp_path, monkeypatch):
+    import urllib.request
+
+    opened = []
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: opened.append(a))
+    for name in ("mnist", "cifar10"):
+        with pytest.raises(RuntimeError, match="not found"):
+            get_spec(name).format.torchvision_dataset(tmp_path, train=True)
+    assert opened == []
+
+
+def test_a_verification_cache_that_is_not_a_mapping_is_ignored(tiny_cifar):
+    from cnnlab.data.formats import VERIFIED_FILE
+
+    folder = tiny_cifar / "cifar-10-batches-py"
+    (folder / VERIFIED_FILE).write_text("[1, 2, 3]")  # valid JSON, not what was written
+    ensure_dataset("cifar10", tiny_cifar, mirrors=[], download=False)  # checked again
+    assert isinstance(json.loads((folder / VERIFIED_FILE).read_text()), dict)
+
+
+def test_a_verification_cache_that_cannot_be_written_is_skipped(tiny_cifar, monkeypatch):
+    from cnnlab.data.formats import VERIFIED_FILE
+
+    folder = tiny_cifar / "cifar-10-batches-py"
+    (folder / VERIFIED_FILE).unlink(missing_ok=True)
+
+    def read_only(self, *args, **kwargs):
+        raise PermissionError(13, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    ensure_dataset("cifar10", tiny_cifar, mirrors=[], download=False)  # no error
+    assert not (folder / VERIFIED_FILE).exists()

@@ -92,14 +92,16 @@ class Format(ABC):
 
     @abstractmethod
     def write(self, folder: Path, spec: DatasetSpec, splits: dict[bool, Split]) -> dict[str, str]:
-        """Write a synthetic copy of the files; return each file's md5."""
+        """Write a synthetic copy of the files into the existing ``folder``; return each
+        file's md5."""
 
     def torchvision_dataset(self, data_dir: Path, train: bool, transform=None):
         """torchvision's per-sample dataset over the same files (the benchmark's baseline)."""
         return self.tv_class(root=str(data_dir), train=train, download=False, transform=transform)
 
+    @abstractmethod
     def how_to_get(self, data_dir: Path) -> str:
-        return f"put {', '.join(self.files)} into {data_dir / self.folder}/"
+        """One line for the not-found message: which files to put where (and their source)."""
 
 
 # ----------------------------------------------------------------------------- IDX (MNIST family)
@@ -271,7 +273,6 @@ class CifarBatches(Format):
         return self.tv_class.url
 
     def write(self, folder, spec, splits):
-        folder.mkdir(parents=True, exist_ok=True)
         for train, (x, y) in splits.items():
             names = [n for n, _ in (self.tv_class.train_list if train else self.tv_class.test_list)]
             # each image is C*H*W bytes: the red plane, then green, then blue
@@ -374,7 +375,16 @@ class SvhnMat(Format):
             mat = scipy.io.loadmat(path)
             x = torch.from_numpy(np.ascontiguousarray(mat["X"].transpose(3, 2, 0, 1)))
             y = torch.from_numpy(mat["y"].astype(np.int64).reshape(-1))
-        except (ValueError, KeyError, OSError) as e:
+        # what scipy raises depends on where a damaged file stops making sense (measured:
+        # empty MatReadError, a cut header IndexError, garbled data TypeError, cut data OSError)
+        except (
+            ValueError,
+            KeyError,
+            OSError,
+            IndexError,
+            TypeError,
+            scipy.io.matlab.MatReadError,
+        ) as e:
             raise DataError(
                 f"{path} is not a readable SVHN .mat file ({e}). Fetch it again."
             ) from None
@@ -400,7 +410,6 @@ class SvhnMat(Format):
     def write(self, folder, spec, splits):
         import scipy.io
 
-        folder.mkdir(parents=True, exist_ok=True)
         for train, (x, y) in splits.items():
             labels = torch.where(y == 0, 10, y).numpy().astype(np.uint8).reshape(-1, 1)
             mat = {"X": np.ascontiguousarray(x.permute(2, 3, 1, 0).numpy()), "y": labels}
