@@ -399,44 +399,35 @@ def test_a_successful_download_is_checked_and_used(data_dir, monkeypatch):
     assert calls == [data_dir]
 
 
-def test_a_data_error_inside_the_download_is_raised_as_it_is(data_dir, monkeypatch):
-    spec = get_spec("mnist")
+def _failed_download(data_dir, monkeypatch, error: Exception) -> str:
+    """The message of ensure_dataset when the (resolvable) download raises ``error``."""
 
     def download(self, root):
-        raise DataError("the server sent an HTML page")
+        raise error
 
     monkeypatch.setattr(socket, "getaddrinfo", _resolves)
-    monkeypatch.setattr(type(spec.format), "download", download)
+    monkeypatch.setattr(type(get_spec("mnist").format), "download", download)
     with pytest.raises(DataError) as err:
         ensure_dataset("mnist", data_dir, mirrors=[], download=True)
-    assert str(err.value) == "the server sent an HTML page"
+    return str(err.value)
+
+
+def test_a_data_error_inside_the_download_is_raised_as_it_is(data_dir, monkeypatch):
+    error = DataError("the server sent an HTML page")
+    assert _failed_download(data_dir, monkeypatch, error) == "the server sent an HTML page"
 
 
 def test_a_failed_download_reports_the_last_line_of_its_error(data_dir, monkeypatch):
-    spec = get_spec("mnist")
-
-    def download(self, root):
-        raise RuntimeError("  first line\nsecond line\nthe last line  \n")
-
-    monkeypatch.setattr(socket, "getaddrinfo", _resolves)
-    monkeypatch.setattr(type(spec.format), "download", download)
-    with pytest.raises(DataError) as err:
-        ensure_dataset("mnist", data_dir, mirrors=[], download=True)
-    url = spec.format.download_url()
-    assert f"\n  - download from {url}: the last line\n" in str(err.value)
+    error = RuntimeError("  first line\nsecond line\nthe last line  \n")
+    url = get_spec("mnist").format.download_url()
+    line = f"\n  - download from {url}: the last line\n"
+    assert line in _failed_download(data_dir, monkeypatch, error)
 
 
 def test_a_download_error_without_a_message_is_still_reported(data_dir, monkeypatch):
-    spec = get_spec("mnist")
-
-    def download(self, root):
-        raise RuntimeError("")
-
-    monkeypatch.setattr(socket, "getaddrinfo", _resolves)
-    monkeypatch.setattr(type(spec.format), "download", download)
-    with pytest.raises(DataError) as err:
-        ensure_dataset("mnist", data_dir, mirrors=[], download=True)
-    assert f"\n  - download from {spec.format.download_url()}: \n" in str(err.value)
+    url = get_spec("mnist").format.download_url()
+    line = f"\n  - download from {url}: \n"
+    assert line in _failed_download(data_dir, monkeypatch, RuntimeError(""))
 
 
 def test_a_tarball_member_pointing_outside_data_dir_is_refused(tmp_path, data_dir):
