@@ -333,6 +333,34 @@ def test_a_dataset_transform_gets_hwc_images_and_their_dataset_indices():
     assert len(TensorImageDataset(images, torch.arange(6))) == 6
 
 
+def test_a_sampler_without_seed_or_rank_is_seed_0_rank_0_of_1():
+    plain = BatchIndexSampler(50, 7, shuffle=True)
+    explicit = BatchIndexSampler(50, 7, shuffle=True, seed=0, rank=0, world_size=1)
+    assert [b.tolist() for b in plain] == [b.tolist() for b in explicit]
+
+
+def test_a_large_split_is_sharded_without_repeating_it_more_than_needed():
+    # 1,000,001 positions over 2 ranks: one wrap-around position, not a copy per position
+    sampler = BatchIndexSampler(1_000_001, 100_000, shuffle=True, rank=1, world_size=2)
+    positions = torch.cat(list(sampler))
+    assert len(positions) == 500_001 and len(sampler) == 5  # the lone last position joins batch 5
+
+
+def test_a_loader_that_has_not_run_is_at_the_start_of_its_epoch():
+    from cnnlab.data.memory import ResumableLoader
+
+    data = TensorImageDataset(torch.zeros(10, 1, 2, 2, dtype=torch.uint8), torch.zeros(10))
+    loader = ResumableLoader(data, BatchIndexSampler(10, 3, shuffle=False), batch_size=None)
+    assert loader.state_dict() == {"epoch": 0, "batches_done": 0}
+
+
+def test_the_dataset_holds_only_uint8_nchw_images():
+    labels = torch.zeros(4)
+    for images in (torch.zeros(4, 1, 2, 2), torch.zeros(4, 2, 2, dtype=torch.uint8)):
+        with pytest.raises(AssertionError, match="^expects uint8 NCHW images$"):
+            TensorImageDataset(images, labels)
+
+
 def test_an_unshuffled_sampler_yields_positions_in_order():
     s = BatchIndexSampler(7, 3, shuffle=False, seed=5)
     assert [b.tolist() for b in s] == [[0, 1, 2], [3, 4, 5, 6]]  # no batch of one

@@ -41,9 +41,10 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_folds(folds: Any, fold: Any, n: int | None = None, what: str = "") -> None:
+def check_folds(folds: Any, fold: Any, n: int | None, what: str) -> None:
     """ConfigError, naming the value and the fix, unless ``data.folds``/``data.fold`` make sense
-    (both null, or 2 <= folds <= n and 0 <= fold < folds)."""
+    (both null, or 2 <= folds <= n and 0 <= fold < folds); ``what`` holds the ``n`` images
+    (None: not known yet, only the values are checked)."""
     if folds is None:
         if fold is not None:
             raise ConfigError(
