@@ -83,6 +83,63 @@ except KeyError:
     assert again == "True" and failed == "True"
 
 
+_TRITON = """
+import logging, sys, torch
+gpu = sys.argv[1] == "gpu"
+torch.cuda.is_available = lambda: gpu  # the machine as the case asks, decided before the imports
+from cnnlab.cli import heavy_imports
+with heavy_imports():
+    import pytorch_lightning
+import torch._dynamo.utils as dynamo
+flops = logging.getLogger("torch.utils.flop_counter").level
+print(sys.modules.get("triton", "absent") is None, dynamo.has_triton_package(), flops)
+"""
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("triton") is None, reason="no Triton installed"
+)
+@pytest.mark.parametrize("machine", ["cpu", "gpu"])
+def test_triton_is_kept_out_of_a_run_only_on_a_machine_without_a_gpu(machine):
+    # Triton is a GPU kernel compiler that torch._dynamo imports whenever it is installed:
+    # 94 MB of resident memory a CPU run never uses (README "Performance and footprint")
+    out = subprocess.run(
+        [sys.executable, "-c", _TRITON, machine],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    kept_out, dynamo_sees_triton, flop_log_level = out.stdout.split()
+    if machine == "cpu":  # torch takes it as a CPU-only install: dynamo works on without it
+        assert (kept_out, dynamo_sees_triton, flop_log_level) == ("True", "False", "40")
+        assert "triton not found" not in out.stderr  # torch's warning for CUDA builds, silenced
+    else:  # a GPU may compile with it: imported as usual, nothing silenced
+        assert (kept_out, dynamo_sees_triton, flop_log_level) == ("False", "True", "0")
+
+
+@pytest.mark.slow  # an inductor compile: a C++ compiler run
+def test_a_cpu_run_compiles_its_net_without_triton(tmp_path):
+    # torch.compile's CPU backend generates C++: keeping Triton out must not break compile=true
+    code = """
+import sys, torch
+from cnnlab.cli import without_triton_on_cpu
+assert without_triton_on_cpu()
+net = torch.compile(torch.nn.Linear(3, 2), backend="inductor")
+x = torch.randn(4, 3)
+print(torch.allclose(net(x), net._orig_mod(x)), sys.modules["triton"] is None)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**subprocess_env(), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)},
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "True"]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU keeps Lightning's NVML check")
 def test_without_a_gpu_an_optimiser_step_does_not_look_for_the_nvml_library():
     code = """
