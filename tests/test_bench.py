@@ -118,6 +118,8 @@ def test_startup_table_reports_what_the_runs_add_to_the_bare_imports():
     assert "| 5.50 | |" in table  # medians
     assert "first training step | 5.80 | +0.30 |" in table
     assert "whole command | 6.50 | +1.00 |" in table
+    faster = startup_table(Startup([5.0], [4.0], [3.5]))  # a run can start before the floor
+    assert "first training step | 3.50 | -1.50 |" in faster
 
 
 def test_the_cost_rows_run_the_model_and_data_they_name():

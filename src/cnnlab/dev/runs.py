@@ -258,7 +258,7 @@ def startup_table(s: Startup) -> str:
         ("trivial `train.py` run: whole command", s.trivial),
     ):
         m = statistics.median(values)
-        rows.append(f"| {label} | {m:.2f} | +{m - bare:.2f} |")
+        rows.append(f"| {label} | {m:.2f} | {m - bare:+.2f} |")
     return "\n".join(rows)
 
 
