@@ -178,6 +178,7 @@ def test_two_workers_share_one_study_prune_the_bad_region_and_a_rerun_continues(
     assert sorted(t.number for t in _study(tmp_path).trials) == list(range(10))
 
 
+@pytest.mark.slow  # 30 s: two workers, one killed mid-trial (make test-full)
 def test_a_killed_worker_is_reported_and_its_trial_failed(tmp_path):
     data_dir = _write_data(tmp_path)
     proc = _search(tmp_path, data_dir, "n_trials=3", "workers=2", epochs=5, wait=False)

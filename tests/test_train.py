@@ -264,7 +264,14 @@ def test_every_model_trains_on_every_input_format(model, data, tmp_path, tiny_ci
     assert math.isfinite(metrics["test/loss"]) and metrics["test/loss"] > 0
 
 
-@pytest.mark.parametrize("model", MODELS)
+# the two costliest families (15-18 s each on a 2-core CPU) run in make test-full; the fast
+# suite still trains and tests them (test_every_model_trains_..., test_every_option)
+HEAVY = {"alexnet", "resnet20"}
+
+
+@pytest.mark.parametrize(
+    "model", [pytest.param(m, marks=pytest.mark.slow if m in HEAVY else ()) for m in MODELS]
+)
 def test_each_family_beats_chance_on_fashion_mnist(model, fashion_dir, tmp_path):
     cfg = make_cfg(
         tmp_path,
