@@ -226,3 +226,29 @@ def test_train_py_reports_a_missing_folder_in_one_line_and_exits_2(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert f"data.root='{missing}' does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_image_cache_is_written_atomically_beside_itself_into_an_existing_folder(
+    tmp_path, monkeypatch
+):
+    import tempfile
+
+    images = torch.arange(24, dtype=torch.uint8).view(2, 3, 2, 2)
+    cache = tmp_path / "data" / "folder-cache" / "abc.pt"
+    cache.parent.mkdir(parents=True)  # there already: the cache of another folder is in it
+    # the temporary file is made beside the cache (one file system, so the rename is atomic),
+    # never in the system's temporary folder: here one that does not exist
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-tmp"))
+    FolderDataModule._write_cache(cache, images)
+    assert torch.equal(torch.load(cache, weights_only=True)["images"], images)
+    assert list(cache.parent.iterdir()) == [cache]  # the temporary file was renamed
+
+
+def test_an_image_cache_that_cannot_be_written_is_a_warning_naming_it_and_why(tmp_path, caplog):
+    data_dir = tmp_path / "data"
+    data_dir.write_text("a file where the data folder should be")
+    cache = data_dir / "folder-cache" / "abc.pt"
+    with caplog.at_level("WARNING", logger="cnnlab.data.folder"):
+        FolderDataModule._write_cache(cache, torch.zeros(1, 1, 2, 2, dtype=torch.uint8))
+    assert caplog.messages == [f"Could not write the image cache {cache} (Not a directory)"]
+    assert data_dir.read_text() == "a file where the data folder should be"

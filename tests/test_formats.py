@@ -598,3 +598,18 @@ def test_a_verification_cache_that_cannot_be_written_is_skipped(tiny_cifar, monk
     monkeypatch.setattr(Path, "write_text", read_only)
     ensure_dataset("cifar10", tiny_cifar, mirrors=[], download=False)  # no error
     assert not (folder / VERIFIED_FILE).exists()
+
+
+def test_synthetic_write_idx_gzips_only_when_asked_and_returns_the_file_written(tmp_path):
+    import gzip
+
+    from cnnlab.data import synthetic
+
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    plain = synthetic.write_idx(tmp_path / "a-idx3-ubyte", array)
+    assert plain == tmp_path / "a-idx3-ubyte" and plain.is_file()
+    header = struct.pack(">BBBB3I", 0, 0, 0x08, 3, 2, 3, 4)  # uint8, 3 dims, big-endian sizes
+    assert plain.read_bytes() == header + array.tobytes()
+    gz = synthetic.write_idx(tmp_path / "b-idx3-ubyte", array, compress=True)
+    assert gz == tmp_path / "b-idx3-ubyte.gz" and not (tmp_path / "b-idx3-ubyte").exists()
+    assert gzip.decompress(gz.read_bytes()) == header + array.tobytes()

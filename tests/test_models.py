@@ -855,3 +855,12 @@ def test_simple_cnn_layers_are_named_and_built_as_the_deck_draws_them():
     assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == 3
     assert model_title(net) == "Simple CNN (flatten)"
     assert model_title(SimpleCNN((3, 32, 32), 10, head="gap")) == "Simple CNN (gap)"
+
+
+def test_the_layer_table_writes_a_two_dimensional_output_as_its_sizes_joined_by_x():
+    # a (C, L) output (a map flattened per channel) is neither HxWxC nor one length
+    net = nn.Sequential(OrderedDict([("conv", nn.Conv2d(1, 4, 3)), ("flat", nn.Flatten(2))]))
+    rows = layer_rows(net, (1, 6, 6))
+    assert [r.shape_str for r in rows] == ["4x4x4", "4x16"]
+    flat = next(line for line in layer_table(net, (1, 6, 6)).splitlines() if line[:4] == "flat")
+    assert flat.split()[:3] == ["flat", "Flatten", "4x16"]
