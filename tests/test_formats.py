@@ -613,3 +613,18 @@ def test_synthetic_write_idx_gzips_only_when_asked_and_returns_the_file_written(
     gz = synthetic.write_idx(tmp_path / "b-idx3-ubyte", array, compress=True)
     assert gz == tmp_path / "b-idx3-ubyte.gz" and not (tmp_path / "b-idx3-ubyte").exists()
     assert gzip.decompress(gz.read_bytes()) == header + array.tobytes()
+
+
+def test_write_cifar_like_is_write_synthetic_of_cifar10_with_its_defaults(tmp_path):
+    from cnnlab.data.synthetic import write_cifar_like
+
+    sums = write_cifar_like(tmp_path / "a")
+    assert sums == write_synthetic("cifar10", tmp_path / "b", n_train=500, n_test=200, seed=0)
+    x, _ = get_spec("cifar10").read(tmp_path / "a", train=True)
+    assert len(x) == 500 and len(get_spec("cifar10").read(tmp_path / "a", train=False)[0]) == 200
+    assert write_cifar_like(tmp_path / "c", 30, 10, seed=5) == write_synthetic(
+        "cifar10", tmp_path / "d", 30, 10, seed=5
+    )
+    assert write_cifar_like(tmp_path / "e", 30, 10, seed=6) != write_synthetic(
+        "cifar10", tmp_path / "f", 30, 10, seed=5
+    )

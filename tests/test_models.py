@@ -162,6 +162,9 @@ def test_a_too_deep_message_computes_height_and_width_each_from_its_own_settings
 
 def test_a_layer_that_fails_for_another_reason_is_named_with_the_first_line_of_its_error():
     message = _misfit_message(nn.BatchNorm2d(8), (4, 6, 6))  # 4 channels, not 8
+    with pytest.raises(RuntimeError) as torch_error:  # what torch itself says
+        nn.BatchNorm2d(8).eval()(torch.zeros(1, 4, 6, 6))
+    assert f"input ({str(torch_error.value).splitlines()[0]})." in message
     assert message.startswith("Layer 'bad' (BatchNorm2d")
     assert "cannot take its 6x6x4 input (" in message
     assert message.endswith("). Check the layer sizes for this input shape.")
