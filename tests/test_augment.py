@@ -52,6 +52,20 @@ def test_repeatable_under_a_seed_and_one_draw_per_image():
     assert len({img.tobytes() for img in a}) == 8  # every copy drew its own transform
 
 
+def test_each_batch_of_positions_draws_its_own_transforms_whatever_their_integer_type():
+    spec = get_spec("mnist")
+    aug = build_augmentation(aug_cfg("light", "aug.affine_p=1.0"), spec, seed=3)
+    x = np.repeat(batch(spec.shape, n=1), 2, axis=0)
+    # ten batches, ten seeds: no two batches share a draw
+    draws = {aug(x, np.arange(i, i + 2)).tobytes() for i in range(0, 20, 2)}
+    assert len(draws) == 10
+    # the positions' values seed the draw, not how they are stored
+    positions = np.array([7, 11])
+    expected = aug(x, positions.astype(np.int64))
+    assert np.array_equal(aug(x, positions.astype(np.int32)), expected)
+    assert np.array_equal(aug(x, [7, 11]), expected)
+
+
 def test_every_parameter_is_overridable():
     aug = build_augmentation(
         aug_cfg("light", "aug.rotate_limit=20", "aug.hflip=0.5"), get_spec("mnist")
@@ -154,6 +168,10 @@ def test_batch_augmentation_crops_each_image_from_its_padded_self_and_flips_some
     assert torch.equal(again(x, key=(3, 1, 0)), out)  # (seed, key) fixes the draw
     assert not torch.equal(again(x, key=(4, 1, 0)), out)
     assert not torch.equal(BatchAugmentation(2, 0.3, seed=8)(x, key=(3, 1, 0)), out)
+    # no seed given: seed 0, as from_config's default
+    unseeded = BatchAugmentation(2, 0.3)(x, key=(3, 1, 0))
+    assert torch.equal(unseeded, BatchAugmentation(2, 0.3, seed=0)(x, key=(3, 1, 0)))
+    assert not torch.equal(unseeded, BatchAugmentation(2, 0.3, seed=1)(x, key=(3, 1, 0)))
 
 
 def test_batch_augmentation_without_padding_only_flips_and_without_flips_only_crops():

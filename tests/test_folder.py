@@ -203,7 +203,9 @@ def test_unreadable_image_is_named(tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     dm = _dm(tmp_path / "imgs", test_size=2, val_size=2)
     with pytest.raises(
-        DataError, match=rf"{bad} cannot be read as an image .*Delete or replace it"
+        DataError,
+        match=rf"{bad} cannot be read as an image \(UnidentifiedImageError: .*\)\. "
+        r"Delete or replace it",
     ):
         dm.setup()
 
