@@ -254,3 +254,18 @@ def test_an_image_cache_that_cannot_be_written_is_a_warning_naming_it_and_why(tm
         FolderDataModule._write_cache(cache, torch.zeros(1, 1, 2, 2, dtype=torch.uint8))
     assert caplog.messages == [f"Could not write the image cache {cache} (Not a directory)"]
     assert data_dir.read_text() == "a file where the data folder should be"
+
+
+def test_channel_stats_are_numpys_float64_mean_and_population_std_over_every_chunk():
+    from cnnlab.data.folder import channel_stats
+
+    # more images than one 4096-image chunk, so every chunk must be summed in
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (5000, 2, 3, 3), dtype=torch.uint8, generator=g)
+    images[4096:, 1] = 255  # the last chunk differs from the rest
+    mean, std = channel_stats(images)
+    as_float = images.numpy().astype(np.float64) / 255
+    assert np.allclose(mean, as_float.mean(axis=(0, 2, 3)), rtol=1e-12, atol=0)
+    assert np.allclose(std, as_float.std(axis=(0, 2, 3)), rtol=1e-10, atol=0)
+    # a constant channel: std 0, kept at 1e-6 so normalising never divides by zero
+    assert channel_stats(torch.full((3, 1, 2, 2), 7, dtype=torch.uint8))[1] == (1e-6,)
