@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,7 +120,7 @@ def test_folder_training_run_writes_metrics_and_a_checkpoint_that_predicts(tmp_p
     assert pred.classes == list(CLASSES) and abs(float(pred.probs.sum()) - 1) < 1e-5
 
 
-def test_decoded_images_are_cached_until_a_file_changes(tmp_path, monkeypatch):
+def test_decoded_images_are_cached_until_a_file_changes(tmp_path, monkeypatch, caplog):
     import cnnlab.data.folder as folder_module
 
     root = write_folder(tmp_path / "imgs", per_class=3)
@@ -130,11 +131,13 @@ def test_decoded_images_are_cached_until_a_file_changes(tmp_path, monkeypatch):
     def no_decoding(*args):
         raise AssertionError("decoded although the cache is current")
 
-    with monkeypatch.context() as m:
+    (cache,) = (tmp_path / "data" / "folder-cache").glob("*.pt")
+    with monkeypatch.context() as m, caplog.at_level("INFO", logger="cnnlab.data.folder"):
         m.setattr(folder_module, "read_image", no_decoding)
         again = _dm(root, test_size=3, val_size=1)
         again.setup()
     assert torch.equal(again.test_set.images, first.test_set.images)
+    assert f"Read 9 decoded images from {cache}" in caplog.messages
     # a changed image (new content, new mtime) is decoded afresh, not served stale
     changed = root / "stripes" / "0.png"
     Image.new("RGB", (32, 32), (255, 255, 255)).save(changed)
@@ -269,3 +272,92 @@ def test_channel_stats_are_numpys_float64_mean_and_population_std_over_every_chu
     assert np.allclose(std, as_float.std(axis=(0, 2, 3)), rtol=1e-10, atol=0)
     # a constant channel: std 0, kept at 1e-6 so normalising never divides by zero
     assert channel_stats(torch.full((3, 1, 2, 2), 7, dtype=torch.uint8))[1] == (1e-6,)
+
+
+def test_data_cache_false_writes_no_image_cache(tmp_path):
+    root = write_folder(tmp_path / "imgs", per_class=2)
+    dm = _dm(root, test_size=2, val_size=1, cache=False)
+    dm.setup()
+    assert len(dm.train_set) == 3 and not (tmp_path / "data").exists()
+
+
+def _files_and_cache(dm):
+    files = dm.layout.train + (dm.layout.test or ())
+    return files, dm._cache_path(files)
+
+
+class _TouchOnLoad:
+    """Unpickling this creates a file: what a malicious pickle could do instead."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_an_image_cache_that_is_more_than_tensors_is_never_unpickled(tmp_path, caplog):
+    root = write_folder(tmp_path / "imgs", per_class=2)
+    dm = _dm(root, test_size=2, val_size=1)
+    files, cache = _files_and_cache(dm)
+    cache.parent.mkdir(parents=True)
+    marker = tmp_path / "code-ran"
+    right = torch.zeros((len(files), 3, 32, 32), dtype=torch.uint8)
+    torch.save({"images": right, "payload": _TouchOnLoad(marker)}, cache)
+    with caplog.at_level("WARNING", logger="cnnlab.data.folder"):
+        dm.setup()
+    assert not marker.exists()  # loaded weights-only: the payload never ran
+    assert any(
+        m.startswith(f"Ignoring the unreadable image cache {cache}") for m in caplog.messages
+    )
+    assert dm.train_set.images.float().mean() > 0  # decoded again, not the cache's zeros
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        torch.full((6, 3, 16, 16), 7, dtype=torch.uint8),  # another image size
+        torch.full((6, 3, 32, 32), 7, dtype=torch.int16),  # not uint8
+        torch.full((5, 3, 32, 32), 7, dtype=torch.uint8),  # another number of images
+    ],
+)
+def test_an_image_cache_of_the_wrong_shape_or_type_is_decoded_afresh(tmp_path, stored):
+    root = write_folder(tmp_path / "imgs", per_class=2)
+    dm = _dm(root, test_size=2, val_size=1)
+    _, cache = _files_and_cache(dm)
+    cache.parent.mkdir(parents=True)
+    torch.save({"images": stored}, cache)
+    dm.setup()
+    images = torch.cat([dm.train_set.images, dm.test_set.images])
+    assert images.dtype == torch.uint8 and images.shape == (6, 3, 32, 32)
+    assert not (images == 7).all()  # the real images, not the stored sevens
+    # the stale cache was replaced by the decoded images
+    assert torch.load(cache, weights_only=True)["images"].shape == (6, 3, 32, 32)
+
+
+def test_the_spec_counts_the_training_pool_that_val_size_and_folds_are_checked_against(tmp_path):
+    import re
+
+    root = write_folder(tmp_path / "imgs", per_class=4)  # 12 images, no test/ folder
+    dm = _dm(root, test_size=3, val_size=8)  # 3 carved off for testing, 9 left
+    spec = dm.spec
+    assert (spec.name, spec.title, spec.train_size, spec.test_size) == (
+        "folder",
+        f"images in {root}",
+        9,
+        3,
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"data\.val_size=9 must be a count in \[1, 9\) .*"
+        + re.escape(f"images in {root}'s training split has 9 images"),
+    ):
+        _dm(root, test_size=3, val_size=9)
+    # with train/ and test/ folders the whole of train/ is the pool
+    split = tmp_path / "split"
+    write_folder(split / "train", per_class=4)
+    write_folder(split / "test", per_class=1, seed=1)
+    dm = _dm(split, val_size=11)
+    assert (dm.spec.train_size, dm.spec.test_size) == (12, 3)
+    with pytest.raises(ConfigError, match=r"must be a count in \[1, 12\)"):
+        _dm(split, val_size=12)
