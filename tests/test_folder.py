@@ -274,11 +274,13 @@ def test_channel_stats_are_numpys_float64_mean_and_population_std_over_every_chu
     assert channel_stats(torch.full((3, 1, 2, 2), 7, dtype=torch.uint8))[1] == (1e-6,)
 
 
-def test_data_cache_false_writes_no_image_cache(tmp_path):
+def test_data_cache_false_writes_no_image_cache(tmp_path, caplog):
     root = write_folder(tmp_path / "imgs", per_class=2)
     dm = _dm(root, test_size=2, val_size=1, cache=False)
-    dm.setup()
+    with caplog.at_level("INFO", logger="cnnlab.data.folder"):
+        dm.setup()
     assert len(dm.train_set) == 3 and not (tmp_path / "data").exists()
+    assert caplog.messages == [f"Decoding 6 images under {root}"]
 
 
 def _files_and_cache(dm):
