@@ -363,3 +363,24 @@ def test_the_spec_counts_the_training_pool_that_val_size_and_folds_are_checked_a
     assert (dm.spec.train_size, dm.spec.test_size) == (12, 3)
     with pytest.raises(ConfigError, match=r"must be a count in \[1, 12\)"):
         _dm(split, val_size=12)
+
+
+def test_class_folders_are_walked_into_sub_folders_and_links_but_not_hidden_ones(tmp_path):
+    from cnnlab.data.folder import scan_folder
+
+    root, elsewhere = tmp_path / "imgs", tmp_path / "elsewhere"
+    for rel in ("a/1.png", "a/sub/2.png", "a/.hidden/3.png", "b/x.png", "b/deep/er/y.png"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"")  # listing opens no image
+    (elsewhere / "4.png").parent.mkdir()
+    (elsewhere / "4.png").write_bytes(b"")
+    (root / "a" / "linked").symlink_to(elsewhere, target_is_directory=True)
+    layout = scan_folder(root)
+    assert layout.classes == ("a", "b")
+    assert [(str(p.relative_to(root)), label) for p, label in layout.train] == [
+        ("a/1.png", 0),
+        ("a/linked/4.png", 0),
+        ("a/sub/2.png", 0),
+        ("b/x.png", 1),
+        ("b/deep/er/y.png", 1),
+    ]
