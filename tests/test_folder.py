@@ -365,11 +365,14 @@ def test_the_spec_counts_the_training_pool_that_val_size_and_folds_are_checked_a
         _dm(split, val_size=12)
 
 
-def test_class_folders_are_walked_into_sub_folders_and_links_but_not_hidden_ones(tmp_path):
+def test_class_folders_are_walked_into_sub_folders_and_links_skipping_hidden_ones(tmp_path):
     from cnnlab.data.folder import scan_folder
 
     root, elsewhere = tmp_path / "imgs", tmp_path / "elsewhere"
-    for rel in ("a/1.png", "a/sub/2.png", "a/.hidden/3.png", "b/x.png", "b/deep/er/y.png"):
+    for rel in (
+        *("a/1.png", "a/sub/2.png", "a/.hidden/3.png", "a/._1.png"),  # ._1.png: macOS metadata
+        *("b/x.png", "b/deep/er/y.png", ".git/z.png"),
+    ):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"")  # listing opens no image
     (elsewhere / "4.png").parent.mkdir()

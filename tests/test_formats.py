@@ -443,6 +443,16 @@ def test_16_bit_and_float_images_are_stretched_to_8_bits(dtype):
         assert _to_uint8(flat, channels=1).flatten().tolist() == [0, 0, 0, 0]
 
 
+def test_a_float_image_with_a_range_below_one_is_stretched_to_8_bits_too():
+    from PIL import Image
+
+    values = np.array([[0.1, 0.35, 0.6]], dtype="<f4")  # a range of 0.5
+    v = values.astype(np.float64)
+    expected = np.floor(255 * (v - v.min()) / (v.max() - v.min()))
+    out = _to_uint8(Image.fromarray(values), channels=1)[0].numpy()
+    assert out.tolist() == expected.tolist() == [[0, 127, 255]]
+
+
 def test_colour_becomes_luminance_and_grey_becomes_three_equal_channels():
     from PIL import Image
 
