@@ -188,8 +188,21 @@ def test_no_root_given_says_how_to_give_one():
 def test_folder_of_loose_images_asks_for_class_folders(tmp_path):
     (tmp_path / "imgs").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "a.png")
+    (tmp_path / "imgs" / "notes.txt").write_text("not an image")  # not counted
+    (tmp_path / "imgs" / "only-class").mkdir()
     msg = _error(lambda: _dm(tmp_path / "imgs"))
-    assert "holds 0 class sub-folder(s) and 1 loose image(s)" in msg
+    assert "holds 1 class sub-folder(s) and 1 loose image(s)" in msg
+
+
+def test_a_root_that_is_a_file_or_a_test_folder_without_train_is_named(tmp_path):
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8)).save(photo)
+    msg = _error(lambda: _dm(photo))
+    assert msg.startswith(f"data.root='{photo}' is a file, not a folder. data.root must hold")
+    write_folder(tmp_path / "imgs" / "test", per_class=1)
+    msg = _error(lambda: _dm(tmp_path / "imgs"))
+    assert msg.startswith(f"{tmp_path / 'imgs'} has a test/ folder but no train/ folder beside")
+    assert msg.endswith("or train/ and test/ folders laid out that way.")
 
 
 def test_class_folder_without_images_is_named(tmp_path):
