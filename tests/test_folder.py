@@ -211,6 +211,27 @@ def test_class_folder_without_images_is_named(tmp_path):
     (tmp_path / "imgs" / "empty" / "readme.txt").write_text("nothing")
     msg = _error(lambda: _dm(tmp_path / "imgs"))
     assert f"class folder {tmp_path / 'imgs' / 'empty'} holds no images" in msg
+    assert msg.endswith(
+        "(.jpg, .jpeg, .png, .ppm, .bmp, .pgm, .tif, .tiff, .webp, .gif). "
+        "Add images to it or remove it."
+    )
+
+
+def test_a_train_folder_alone_is_carved_and_a_test_folder_must_match_it(tmp_path):
+    root = tmp_path / "imgs"
+    write_folder(root / "train", per_class=2)
+    layout = _dm(root, test_size=1, val_size=1).layout
+    assert layout.root == root and layout.test is None and len(layout.train) == 6
+    (root / "test" / "circle").mkdir(parents=True)  # a test/ folder without images
+    msg = _error(lambda: _dm(root))
+    assert msg == f"{root / 'test'} holds no images. Add some, or remove it to carve a test split."
+    write_folder(root / "test", per_class=1)
+    (root / "test" / "zebra").mkdir()
+    msg = _error(lambda: _dm(root))
+    assert msg == (
+        f"{root / 'test' / 'zebra'} is a class that {root / 'train'} lacks "
+        "(circle, cross, stripes). Give train/ and test/ the same class folders."
+    )
 
 
 def test_unreadable_image_is_named(tmp_path):
