@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -74,6 +77,50 @@ def test_every_parameter_is_overridable():
     assert names == ["HorizontalFlip", "Affine"]
     affine = aug.compose.transforms[1]
     assert tuple(affine.rotate) == (-20, 20)
+
+
+def test_the_affine_and_elastic_steps_take_their_ranges_from_the_keys():
+    aug = build_augmentation(
+        aug_cfg(
+            "none",
+            "aug.affine_p=0.7",
+            "aug.shift_limit=0.1",
+            "aug.scale_limit=0.2",
+            "aug.rotate_limit=15",
+            "aug.elastic_p=0.3",
+        ),
+        get_spec("cifar10"),  # 32x32
+    )
+    affine, elastic = aug.compose.transforms
+    assert affine.translate_percent == {"x": (-0.1, 0.1), "y": (-0.1, 0.1)}
+    assert affine.scale == {"x": (0.8, 1.2), "y": (0.8, 1.2)}
+    assert tuple(affine.rotate) == (-15, 15) and affine.p == 0.7
+    assert affine.border_mode == cv2.BORDER_CONSTANT and affine.fill == 0  # black, not mirrored
+    assert type(elastic).__name__ == "ElasticTransform" and elastic.p == 0.3
+    assert (elastic.alpha, elastic.sigma) == (32 * 0.5, 32 * 0.12)
+
+
+def test_pad_crop_takes_each_image_from_its_zero_padded_self_at_every_offset():
+    from cnnlab.data.augment import build_augmentation as build
+
+    spec = get_spec("mnist")
+    aug = build(aug_cfg("none", "aug.pad_crop=2"), spec, seed=0)
+    assert [type(t).__name__ for t in aug.compose.transforms] == ["PadIfNeeded", "RandomCrop"]
+    x = np.random.default_rng(0).integers(1, 256, (200, 6, 5, 1), dtype=np.uint8)
+    spec_small = dataclasses.replace(spec, shape=(1, 6, 5))
+    out = build(aug_cfg("none", "aug.pad_crop=2"), spec_small, seed=0)(x, np.arange(200))
+    offsets = set()
+    for img, src in zip(out, x, strict=True):
+        found = _crop_and_flip_of(
+            torch.from_numpy(img).permute(2, 0, 1), torch.from_numpy(src).permute(2, 0, 1), 2
+        )
+        assert [f for *_, f in found] == [False]  # one crop of the zero-padded image, no flip
+        offsets.add(found[0][:2])
+    assert offsets == {(dy, dx) for dy in range(5) for dx in range(5)}
+    # no seed given: seed 0
+    assert np.array_equal(
+        build(aug_cfg("none", "aug.pad_crop=2"), spec_small)(x, np.arange(200)), out
+    )
 
 
 @pytest.mark.parametrize(

@@ -421,3 +421,31 @@ def test_class_folders_are_walked_into_sub_folders_and_links_skipping_hidden_one
         ("b/x.png", 1),
         ("b/deep/er/y.png", 1),
     ]
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"root": ""}, r"^data=folder needs the images' folder: data\.root=PATH \(data\.root must"),
+        ({"root": " ??? "}, r"^data=folder needs the images' folder"),
+        ({"image_size": 0}, r"^data\.image_size=0 must be a positive integer \(e\.g\. 32\)\.$"),
+        ({"image_size": True}, r"^data\.image_size=True must be a positive integer"),
+        ({"image_size": 8.0}, r"^data\.image_size=8\.0 must be a positive integer"),
+        ({"channels": 2}, r"^data\.channels=2 must be 3 \(RGB\) or 1 \(grayscale\)\.$"),
+        ({"channels": True}, r"^data\.channels=True must be 3"),
+        ({"test_size": 0}, r"^data\.test_size=0 must be a count in \[1, 6\) or a fraction"),
+    ],
+)
+def test_bad_folder_settings_are_config_errors_naming_the_key(tmp_path, kwargs, match):
+    write_folder(tmp_path / "imgs", per_class=2)
+    kwargs = {"root": str(tmp_path / "imgs"), **kwargs}
+    with pytest.raises(ConfigError, match=match) as err:
+        FolderDataModule(mirrors=[], download=False, data_dir=str(tmp_path), val_size=1, **kwargs)
+    if "test_size" in kwargs:  # the folder is named as the thing holding the images
+        assert f"{tmp_path / 'imgs'} has 6 images and at least one must remain" in str(err.value)
+
+
+def test_the_smallest_settings_are_accepted_and_a_fifth_is_carved_for_testing_by_default(tmp_path):
+    root = write_folder(tmp_path / "imgs", per_class=5)  # 15 images: 3 to test
+    dm = _dm(root, image_size=1, channels=1, val_size=1)
+    assert dm.input_shape == (1, 1, 1) and dm.spec.test_size == 3
