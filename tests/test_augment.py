@@ -100,6 +100,30 @@ def test_the_affine_and_elastic_steps_take_their_ranges_from_the_keys():
     assert (elastic.alpha, elastic.sigma) == (32 * 0.5, 32 * 0.12)
 
 
+def test_grid_brightness_and_cutout_steps_take_their_settings_from_the_keys():
+    keys = [
+        "aug.grid_distortion_p=0.4",
+        "aug.brightness_contrast=0.25",
+        "aug.brightness_contrast_p=0.6",
+        "aug.cutout_holes=3",
+        "aug.cutout_p=0.5",
+    ]
+    grid, light, cutout = build_augmentation(
+        aug_cfg("none", *keys, "aug.cutout_size=0.5"), get_spec("mnist")
+    ).compose.transforms
+    assert (grid.num_steps, grid.distort_limit, grid.p) == (5, (-0.3, 0.3), 0.4)
+    assert (light.brightness_limit, light.contrast_limit) == ((-0.25, 0.25), (-0.25, 0.25))
+    assert light.p == 0.6
+    assert (cutout.num_holes_range, cutout.fill, cutout.p) == ((1, 3), 0, 0.5)
+    assert cutout.hole_height_range == cutout.hole_width_range == (0.25, 0.5)
+    # a hole's side is kept within [0.01, 1] of the image
+    for size, side in (("1.5", 1.0), ("0.001", 0.01)):
+        *_, cutout = build_augmentation(
+            aug_cfg("none", *keys, f"aug.cutout_size={size}"), get_spec("mnist")
+        ).compose.transforms
+        assert cutout.hole_height_range == cutout.hole_width_range == (side / 2, side)
+
+
 def test_pad_crop_takes_each_image_from_its_zero_padded_self_at_every_offset():
     from cnnlab.data.augment import build_augmentation as build
 
