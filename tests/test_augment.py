@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -52,6 +55,20 @@ def test_repeatable_under_a_seed_and_one_draw_per_image():
     assert len({img.tobytes() for img in a}) == 8  # every copy drew its own transform
 
 
+def test_each_batch_of_positions_draws_its_own_transforms_whatever_their_integer_type():
+    spec = get_spec("mnist")
+    aug = build_augmentation(aug_cfg("light", "aug.affine_p=1.0"), spec, seed=3)
+    x = np.repeat(batch(spec.shape, n=1), 2, axis=0)
+    # ten batches, ten seeds: no two batches share a draw
+    draws = {aug(x, np.arange(i, i + 2)).tobytes() for i in range(0, 20, 2)}
+    assert len(draws) == 10
+    # the positions' values seed the draw, not how they are stored
+    positions = np.array([7, 11])
+    expected = aug(x, positions.astype(np.int64))
+    assert np.array_equal(aug(x, positions.astype(np.int32)), expected)
+    assert np.array_equal(aug(x, [7, 11]), expected)
+
+
 def test_every_parameter_is_overridable():
     aug = build_augmentation(
         aug_cfg("light", "aug.rotate_limit=20", "aug.hflip=0.5"), get_spec("mnist")
@@ -60,6 +77,74 @@ def test_every_parameter_is_overridable():
     assert names == ["HorizontalFlip", "Affine"]
     affine = aug.compose.transforms[1]
     assert tuple(affine.rotate) == (-20, 20)
+
+
+def test_the_affine_and_elastic_steps_take_their_ranges_from_the_keys():
+    aug = build_augmentation(
+        aug_cfg(
+            "none",
+            "aug.affine_p=0.7",
+            "aug.shift_limit=0.1",
+            "aug.scale_limit=0.2",
+            "aug.rotate_limit=15",
+            "aug.elastic_p=0.3",
+        ),
+        get_spec("cifar10"),  # 32x32
+    )
+    affine, elastic = aug.compose.transforms
+    assert affine.translate_percent == {"x": (-0.1, 0.1), "y": (-0.1, 0.1)}
+    assert affine.scale == {"x": (0.8, 1.2), "y": (0.8, 1.2)}
+    assert tuple(affine.rotate) == (-15, 15) and affine.p == 0.7
+    assert affine.border_mode == cv2.BORDER_CONSTANT and affine.fill == 0  # black, not mirrored
+    assert type(elastic).__name__ == "ElasticTransform" and elastic.p == 0.3
+    assert (elastic.alpha, elastic.sigma) == (32 * 0.5, 32 * 0.12)
+
+
+def test_grid_brightness_and_cutout_steps_take_their_settings_from_the_keys():
+    keys = [
+        "aug.grid_distortion_p=0.4",
+        "aug.brightness_contrast=0.25",
+        "aug.brightness_contrast_p=0.6",
+        "aug.cutout_holes=3",
+        "aug.cutout_p=0.5",
+    ]
+    grid, light, cutout = build_augmentation(
+        aug_cfg("none", *keys, "aug.cutout_size=0.5"), get_spec("mnist")
+    ).compose.transforms
+    assert (grid.num_steps, grid.distort_limit, grid.p) == (5, (-0.3, 0.3), 0.4)
+    assert (light.brightness_limit, light.contrast_limit) == ((-0.25, 0.25), (-0.25, 0.25))
+    assert light.p == 0.6
+    assert (cutout.num_holes_range, cutout.fill, cutout.p) == ((1, 3), 0, 0.5)
+    assert cutout.hole_height_range == cutout.hole_width_range == (0.25, 0.5)
+    # a hole's side is kept within [0.01, 1] of the image
+    for size, side in (("1.5", 1.0), ("0.001", 0.01)):
+        *_, cutout = build_augmentation(
+            aug_cfg("none", *keys, f"aug.cutout_size={size}"), get_spec("mnist")
+        ).compose.transforms
+        assert cutout.hole_height_range == cutout.hole_width_range == (side / 2, side)
+
+
+def test_pad_crop_takes_each_image_from_its_zero_padded_self_at_every_offset():
+    from cnnlab.data.augment import build_augmentation as build
+
+    spec = get_spec("mnist")
+    aug = build(aug_cfg("none", "aug.pad_crop=2"), spec, seed=0)
+    assert [type(t).__name__ for t in aug.compose.transforms] == ["PadIfNeeded", "RandomCrop"]
+    x = np.random.default_rng(0).integers(1, 256, (200, 6, 5, 1), dtype=np.uint8)
+    spec_small = dataclasses.replace(spec, shape=(1, 6, 5))
+    out = build(aug_cfg("none", "aug.pad_crop=2"), spec_small, seed=0)(x, np.arange(200))
+    offsets = set()
+    for img, src in zip(out, x, strict=True):
+        found = _crop_and_flip_of(
+            torch.from_numpy(img).permute(2, 0, 1), torch.from_numpy(src).permute(2, 0, 1), 2
+        )
+        assert [f for *_, f in found] == [False]  # one crop of the zero-padded image, no flip
+        offsets.add(found[0][:2])
+    assert offsets == {(dy, dx) for dy in range(5) for dx in range(5)}
+    # no seed given: seed 0
+    assert np.array_equal(
+        build(aug_cfg("none", "aug.pad_crop=2"), spec_small)(x, np.arange(200)), out
+    )
 
 
 @pytest.mark.parametrize(
@@ -154,6 +239,10 @@ def test_batch_augmentation_crops_each_image_from_its_padded_self_and_flips_some
     assert torch.equal(again(x, key=(3, 1, 0)), out)  # (seed, key) fixes the draw
     assert not torch.equal(again(x, key=(4, 1, 0)), out)
     assert not torch.equal(BatchAugmentation(2, 0.3, seed=8)(x, key=(3, 1, 0)), out)
+    # no seed given: seed 0, as from_config's default
+    unseeded = BatchAugmentation(2, 0.3)(x, key=(3, 1, 0))
+    assert torch.equal(unseeded, BatchAugmentation(2, 0.3, seed=0)(x, key=(3, 1, 0)))
+    assert not torch.equal(unseeded, BatchAugmentation(2, 0.3, seed=1)(x, key=(3, 1, 0)))
 
 
 def test_batch_augmentation_without_padding_only_flips_and_without_flips_only_crops():

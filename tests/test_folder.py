@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,7 +120,7 @@ def test_folder_training_run_writes_metrics_and_a_checkpoint_that_predicts(tmp_p
     assert pred.classes == list(CLASSES) and abs(float(pred.probs.sum()) - 1) < 1e-5
 
 
-def test_decoded_images_are_cached_until_a_file_changes(tmp_path, monkeypatch):
+def test_decoded_images_are_cached_until_a_file_changes(tmp_path, monkeypatch, caplog):
     import cnnlab.data.folder as folder_module
 
     root = write_folder(tmp_path / "imgs", per_class=3)
@@ -130,11 +131,13 @@ def test_decoded_images_are_cached_until_a_file_changes(tmp_path, monkeypatch):
     def no_decoding(*args):
         raise AssertionError("decoded although the cache is current")
 
-    with monkeypatch.context() as m:
+    (cache,) = (tmp_path / "data" / "folder-cache").glob("*.pt")
+    with monkeypatch.context() as m, caplog.at_level("INFO", logger="cnnlab.data.folder"):
         m.setattr(folder_module, "read_image", no_decoding)
         again = _dm(root, test_size=3, val_size=1)
         again.setup()
     assert torch.equal(again.test_set.images, first.test_set.images)
+    assert f"Read 9 decoded images from {cache}" in caplog.messages
     # a changed image (new content, new mtime) is decoded afresh, not served stale
     changed = root / "stripes" / "0.png"
     Image.new("RGB", (32, 32), (255, 255, 255)).save(changed)
@@ -185,8 +188,21 @@ def test_no_root_given_says_how_to_give_one():
 def test_folder_of_loose_images_asks_for_class_folders(tmp_path):
     (tmp_path / "imgs").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "a.png")
+    (tmp_path / "imgs" / "notes.txt").write_text("not an image")  # not counted
+    (tmp_path / "imgs" / "only-class").mkdir()
     msg = _error(lambda: _dm(tmp_path / "imgs"))
-    assert "holds 0 class sub-folder(s) and 1 loose image(s)" in msg
+    assert "holds 1 class sub-folder(s) and 1 loose image(s)" in msg
+
+
+def test_a_root_that_is_a_file_or_a_test_folder_without_train_is_named(tmp_path):
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8)).save(photo)
+    msg = _error(lambda: _dm(photo))
+    assert msg.startswith(f"data.root='{photo}' is a file, not a folder. data.root must hold")
+    write_folder(tmp_path / "imgs" / "test", per_class=1)
+    msg = _error(lambda: _dm(tmp_path / "imgs"))
+    assert msg.startswith(f"{tmp_path / 'imgs'} has a test/ folder but no train/ folder beside")
+    assert msg.endswith("or train/ and test/ folders laid out that way.")
 
 
 def test_class_folder_without_images_is_named(tmp_path):
@@ -195,6 +211,27 @@ def test_class_folder_without_images_is_named(tmp_path):
     (tmp_path / "imgs" / "empty" / "readme.txt").write_text("nothing")
     msg = _error(lambda: _dm(tmp_path / "imgs"))
     assert f"class folder {tmp_path / 'imgs' / 'empty'} holds no images" in msg
+    assert msg.endswith(
+        "(.jpg, .jpeg, .png, .ppm, .bmp, .pgm, .tif, .tiff, .webp, .gif). "
+        "Add images to it or remove it."
+    )
+
+
+def test_a_train_folder_alone_is_carved_and_a_test_folder_must_match_it(tmp_path):
+    root = tmp_path / "imgs"
+    write_folder(root / "train", per_class=2)
+    layout = _dm(root, test_size=1, val_size=1).layout
+    assert layout.root == root and layout.test is None and len(layout.train) == 6
+    (root / "test" / "circle").mkdir(parents=True)  # a test/ folder without images
+    msg = _error(lambda: _dm(root))
+    assert msg == f"{root / 'test'} holds no images. Add some, or remove it to carve a test split."
+    write_folder(root / "test", per_class=1)
+    (root / "test" / "zebra").mkdir()
+    msg = _error(lambda: _dm(root))
+    assert msg == (
+        f"{root / 'test' / 'zebra'} is a class that {root / 'train'} lacks "
+        "(circle, cross, stripes). Give train/ and test/ the same class folders."
+    )
 
 
 def test_unreadable_image_is_named(tmp_path):
@@ -203,7 +240,9 @@ def test_unreadable_image_is_named(tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     dm = _dm(tmp_path / "imgs", test_size=2, val_size=2)
     with pytest.raises(
-        DataError, match=rf"{bad} cannot be read as an image .*Delete or replace it"
+        DataError,
+        match=rf"{bad} cannot be read as an image \(UnidentifiedImageError: .*\)\. "
+        r"Delete or replace it",
     ):
         dm.setup()
 
@@ -226,3 +265,187 @@ def test_train_py_reports_a_missing_folder_in_one_line_and_exits_2(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert f"data.root='{missing}' does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_image_cache_is_written_atomically_beside_itself_into_an_existing_folder(
+    tmp_path, monkeypatch
+):
+    import tempfile
+
+    images = torch.arange(24, dtype=torch.uint8).view(2, 3, 2, 2)
+    cache = tmp_path / "data" / "folder-cache" / "abc.pt"
+    cache.parent.mkdir(parents=True)  # there already: the cache of another folder is in it
+    # the temporary file is made beside the cache (one file system, so the rename is atomic),
+    # never in the system's temporary folder: here one that does not exist
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-tmp"))
+    FolderDataModule._write_cache(cache, images)
+    assert torch.equal(torch.load(cache, weights_only=True)["images"], images)
+    assert list(cache.parent.iterdir()) == [cache]  # the temporary file was renamed
+
+
+def test_an_image_cache_that_cannot_be_written_is_a_warning_naming_it_and_why(tmp_path, caplog):
+    data_dir = tmp_path / "data"
+    data_dir.write_text("a file where the data folder should be")
+    cache = data_dir / "folder-cache" / "abc.pt"
+    with caplog.at_level("WARNING", logger="cnnlab.data.folder"):
+        FolderDataModule._write_cache(cache, torch.zeros(1, 1, 2, 2, dtype=torch.uint8))
+    assert caplog.messages == [f"Could not write the image cache {cache} (Not a directory)"]
+    assert data_dir.read_text() == "a file where the data folder should be"
+
+
+def test_channel_stats_are_numpys_float64_mean_and_population_std_over_every_chunk():
+    from cnnlab.data.folder import channel_stats
+
+    # more images than one 4096-image chunk, so every chunk must be summed in
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (5000, 2, 3, 3), dtype=torch.uint8, generator=g)
+    images[4096:, 1] = 255  # the last chunk differs from the rest
+    mean, std = channel_stats(images)
+    as_float = images.numpy().astype(np.float64) / 255
+    assert np.allclose(mean, as_float.mean(axis=(0, 2, 3)), rtol=1e-12, atol=0)
+    assert np.allclose(std, as_float.std(axis=(0, 2, 3)), rtol=1e-10, atol=0)
+    # a constant channel: std 0, kept at 1e-6 so normalising never divides by zero
+    assert channel_stats(torch.full((3, 1, 2, 2), 7, dtype=torch.uint8))[1] == (1e-6,)
+
+
+def test_data_cache_false_writes_no_image_cache(tmp_path, caplog):
+    root = write_folder(tmp_path / "imgs", per_class=2)
+    dm = _dm(root, test_size=2, val_size=1, cache=False)
+    with caplog.at_level("INFO", logger="cnnlab.data.folder"):
+        dm.setup()
+    assert len(dm.train_set) == 3 and not (tmp_path / "data").exists()
+    assert caplog.messages == [f"Decoding 6 images under {root}"]
+
+
+def _files_and_cache(dm):
+    files = dm.layout.train + (dm.layout.test or ())
+    return files, dm._cache_path(files)
+
+
+class _TouchOnLoad:
+    """Unpickling this creates a file: what a malicious pickle could do instead."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_an_image_cache_that_is_more_than_tensors_is_never_unpickled(tmp_path, caplog):
+    root = write_folder(tmp_path / "imgs", per_class=2)
+    dm = _dm(root, test_size=2, val_size=1)
+    files, cache = _files_and_cache(dm)
+    cache.parent.mkdir(parents=True)
+    marker = tmp_path / "code-ran"
+    right = torch.zeros((len(files), 3, 32, 32), dtype=torch.uint8)
+    torch.save({"images": right, "payload": _TouchOnLoad(marker)}, cache)
+    with caplog.at_level("WARNING", logger="cnnlab.data.folder"):
+        dm.setup()
+    assert not marker.exists()  # loaded weights-only: the payload never ran
+    assert any(
+        m.startswith(f"Ignoring the unreadable image cache {cache}") for m in caplog.messages
+    )
+    assert dm.train_set.images.float().mean() > 0  # decoded again, not the cache's zeros
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        torch.full((6, 3, 16, 16), 7, dtype=torch.uint8),  # another image size
+        torch.full((6, 3, 32, 32), 7, dtype=torch.int16),  # not uint8
+        torch.full((5, 3, 32, 32), 7, dtype=torch.uint8),  # another number of images
+    ],
+)
+def test_an_image_cache_of_the_wrong_shape_or_type_is_decoded_afresh(tmp_path, stored):
+    root = write_folder(tmp_path / "imgs", per_class=2)
+    dm = _dm(root, test_size=2, val_size=1)
+    _, cache = _files_and_cache(dm)
+    cache.parent.mkdir(parents=True)
+    torch.save({"images": stored}, cache)
+    dm.setup()
+    images = torch.cat([dm.train_set.images, dm.test_set.images])
+    assert images.dtype == torch.uint8 and images.shape == (6, 3, 32, 32)
+    assert not (images == 7).all()  # the real images, not the stored sevens
+    # the stale cache was replaced by the decoded images
+    assert torch.load(cache, weights_only=True)["images"].shape == (6, 3, 32, 32)
+
+
+def test_the_spec_counts_the_training_pool_that_val_size_and_folds_are_checked_against(tmp_path):
+    import re
+
+    root = write_folder(tmp_path / "imgs", per_class=4)  # 12 images, no test/ folder
+    dm = _dm(root, test_size=3, val_size=8)  # 3 carved off for testing, 9 left
+    spec = dm.spec
+    assert (spec.name, spec.title, spec.train_size, spec.test_size) == (
+        "folder",
+        f"images in {root}",
+        9,
+        3,
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"data\.val_size=9 must be a count in \[1, 9\) .*"
+        + re.escape(f"images in {root}'s training split has 9 images"),
+    ):
+        _dm(root, test_size=3, val_size=9)
+    # with train/ and test/ folders the whole of train/ is the pool
+    split = tmp_path / "split"
+    write_folder(split / "train", per_class=4)
+    write_folder(split / "test", per_class=1, seed=1)
+    dm = _dm(split, val_size=11)
+    assert (dm.spec.train_size, dm.spec.test_size) == (12, 3)
+    with pytest.raises(ConfigError, match=r"must be a count in \[1, 12\)"):
+        _dm(split, val_size=12)
+
+
+def test_class_folders_are_walked_into_sub_folders_and_links_skipping_hidden_ones(tmp_path):
+    from cnnlab.data.folder import scan_folder
+
+    root, elsewhere = tmp_path / "imgs", tmp_path / "elsewhere"
+    for rel in (
+        *("a/1.png", "a/sub/2.png", "a/.hidden/3.png", "a/._1.png"),  # ._1.png: macOS metadata
+        *("b/x.png", "b/deep/er/y.png", ".git/z.png"),
+    ):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"")  # listing opens no image
+    (elsewhere / "4.png").parent.mkdir()
+    (elsewhere / "4.png").write_bytes(b"")
+    (root / "a" / "linked").symlink_to(elsewhere, target_is_directory=True)
+    layout = scan_folder(root)
+    assert layout.classes == ("a", "b")
+    assert [(str(p.relative_to(root)), label) for p, label in layout.train] == [
+        ("a/1.png", 0),
+        ("a/linked/4.png", 0),
+        ("a/sub/2.png", 0),
+        ("b/x.png", 1),
+        ("b/deep/er/y.png", 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"root": ""}, r"^data=folder needs the images' folder: data\.root=PATH \(data\.root must"),
+        ({"root": " ??? "}, r"^data=folder needs the images' folder"),
+        ({"image_size": 0}, r"^data\.image_size=0 must be a positive integer \(e\.g\. 32\)\.$"),
+        ({"image_size": True}, r"^data\.image_size=True must be a positive integer"),
+        ({"image_size": 8.0}, r"^data\.image_size=8\.0 must be a positive integer"),
+        ({"channels": 2}, r"^data\.channels=2 must be 3 \(RGB\) or 1 \(grayscale\)\.$"),
+        ({"channels": True}, r"^data\.channels=True must be 3"),
+        ({"test_size": 0}, r"^data\.test_size=0 must be a count in \[1, 6\) or a fraction"),
+    ],
+)
+def test_bad_folder_settings_are_config_errors_naming_the_key(tmp_path, kwargs, match):
+    write_folder(tmp_path / "imgs", per_class=2)
+    kwargs = {"root": str(tmp_path / "imgs"), **kwargs}
+    with pytest.raises(ConfigError, match=match) as err:
+        FolderDataModule(mirrors=[], download=False, data_dir=str(tmp_path), val_size=1, **kwargs)
+    if "test_size" in kwargs:  # the folder is named as the thing holding the images
+        assert f"{tmp_path / 'imgs'} has 6 images and at least one must remain" in str(err.value)
+
+
+def test_the_smallest_settings_are_accepted_and_a_fifth_is_carved_for_testing_by_default(tmp_path):
+    root = write_folder(tmp_path / "imgs", per_class=5)  # 15 images: 3 to test
+    dm = _dm(root, image_size=1, channels=1, val_size=1)
+    assert dm.input_shape == (1, 1, 1) and dm.spec.test_size == 3

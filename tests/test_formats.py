@@ -443,6 +443,16 @@ def test_16_bit_and_float_images_are_stretched_to_8_bits(dtype):
         assert _to_uint8(flat, channels=1).flatten().tolist() == [0, 0, 0, 0]
 
 
+def test_a_float_image_with_a_range_below_one_is_stretched_to_8_bits_too():
+    from PIL import Image
+
+    values = np.array([[0.1, 0.35, 0.6]], dtype="<f4")  # a range of 0.5
+    v = values.astype(np.float64)
+    expected = np.floor(255 * (v - v.min()) / (v.max() - v.min()))
+    out = _to_uint8(Image.fromarray(values), channels=1)[0].numpy()
+    assert out.tolist() == expected.tolist() == [[0, 127, 255]]
+
+
 def test_colour_becomes_luminance_and_grey_becomes_three_equal_channels():
     from PIL import Image
 
@@ -598,3 +608,33 @@ def test_a_verification_cache_that_cannot_be_written_is_skipped(tiny_cifar, monk
     monkeypatch.setattr(Path, "write_text", read_only)
     ensure_dataset("cifar10", tiny_cifar, mirrors=[], download=False)  # no error
     assert not (folder / VERIFIED_FILE).exists()
+
+
+def test_synthetic_write_idx_gzips_only_when_asked_and_returns_the_file_written(tmp_path):
+    import gzip
+
+    from cnnlab.data import synthetic
+
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    plain = synthetic.write_idx(tmp_path / "a-idx3-ubyte", array)
+    assert plain == tmp_path / "a-idx3-ubyte" and plain.is_file()
+    header = struct.pack(">BBBB3I", 0, 0, 0x08, 3, 2, 3, 4)  # uint8, 3 dims, big-endian sizes
+    assert plain.read_bytes() == header + array.tobytes()
+    gz = synthetic.write_idx(tmp_path / "b-idx3-ubyte", array, compress=True)
+    assert gz == tmp_path / "b-idx3-ubyte.gz" and not (tmp_path / "b-idx3-ubyte").exists()
+    assert gzip.decompress(gz.read_bytes()) == header + array.tobytes()
+
+
+def test_write_cifar_like_is_write_synthetic_of_cifar10_with_its_defaults(tmp_path):
+    from cnnlab.data.synthetic import write_cifar_like
+
+    sums = write_cifar_like(tmp_path / "a")
+    assert sums == write_synthetic("cifar10", tmp_path / "b", n_train=500, n_test=200, seed=0)
+    x, _ = get_spec("cifar10").read(tmp_path / "a", train=True)
+    assert len(x) == 500 and len(get_spec("cifar10").read(tmp_path / "a", train=False)[0]) == 200
+    assert write_cifar_like(tmp_path / "c", 30, 10, seed=5) == write_synthetic(
+        "cifar10", tmp_path / "d", 30, 10, seed=5
+    )
+    assert write_cifar_like(tmp_path / "e", 30, 10, seed=6) != write_synthetic(
+        "cifar10", tmp_path / "f", 30, 10, seed=5
+    )

@@ -162,6 +162,9 @@ def test_a_too_deep_message_computes_height_and_width_each_from_its_own_settings
 
 def test_a_layer_that_fails_for_another_reason_is_named_with_the_first_line_of_its_error():
     message = _misfit_message(nn.BatchNorm2d(8), (4, 6, 6))  # 4 channels, not 8
+    with pytest.raises(RuntimeError) as torch_error:  # what torch itself says
+        nn.BatchNorm2d(8).eval()(torch.zeros(1, 4, 6, 6))
+    assert f"input ({str(torch_error.value).splitlines()[0]})." in message
     assert message.startswith("Layer 'bad' (BatchNorm2d")
     assert "cannot take its 6x6x4 input (" in message
     assert message.endswith("). Check the layer sizes for this input shape.")
@@ -855,3 +858,12 @@ def test_simple_cnn_layers_are_named_and_built_as_the_deck_draws_them():
     assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == 3
     assert model_title(net) == "Simple CNN (flatten)"
     assert model_title(SimpleCNN((3, 32, 32), 10, head="gap")) == "Simple CNN (gap)"
+
+
+def test_the_layer_table_writes_a_two_dimensional_output_as_its_sizes_joined_by_x():
+    # a (C, L) output (a map flattened per channel) is neither HxWxC nor one length
+    net = nn.Sequential(OrderedDict([("conv", nn.Conv2d(1, 4, 3)), ("flat", nn.Flatten(2))]))
+    rows = layer_rows(net, (1, 6, 6))
+    assert [r.shape_str for r in rows] == ["4x4x4", "4x16"]
+    flat = next(line for line in layer_table(net, (1, 6, 6)).splitlines() if line[:4] == "flat")
+    assert flat.split()[:3] == ["flat", "Flatten", "4x16"]

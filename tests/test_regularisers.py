@@ -37,6 +37,10 @@ def test_mixup_is_a_convex_mix_with_one_seeded_share_and_targets_summing_to_one(
     assert torch.equal(again, mixed)  # the same (seed, epoch, batch, rank): the same mix
     other, _ = mix(x, y, key=(0, 4, 0))
     assert not torch.equal(other, mixed)
+    # no seed given: seed 0, as from_config's default
+    unseeded, _ = BatchMix(0.4, 0.0, 10)(x, y, key=(0, 3, 0))
+    assert torch.equal(unseeded, BatchMix(0.4, 0.0, 10, seed=0)(x, y, key=(0, 3, 0))[0])
+    assert not torch.equal(unseeded, BatchMix(0.4, 0.0, 10, seed=1)(x, y, key=(0, 3, 0))[0])
 
 
 def test_mixup_shares_follow_beta_alpha_alpha():
