@@ -65,7 +65,8 @@ def without_triton_on_cpu() -> bool:
     # the GPU check that does not initialise CUDA, as Lightning sets it (a forked worker
     # could not use CUDA after that); cnnlab.run.configure_torch drops it again without a GPU
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-    if torch.cuda.is_available() or torch.xpu.is_available():
+    xpu = getattr(torch, "xpu", None)  # Intel GPUs compile with Triton too (torch >= 2.4)
+    if torch.cuda.is_available() or (xpu is not None and xpu.is_available()):
         return False
     sys.modules["triton"] = None
     # torch's flop counter warns once that it cannot count Triton kernels: none run here
