@@ -4,6 +4,7 @@ end, parallel sweep jobs share the cores instead of fighting over them."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -96,9 +97,7 @@ print(sys.modules.get("triton", "absent") is None, dynamo.has_triton_package(), 
 """
 
 
-@pytest.mark.skipif(
-    __import__("importlib").util.find_spec("triton") is None, reason="no Triton installed"
-)
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="no Triton installed")
 @pytest.mark.parametrize("machine", ["cpu", "gpu"])
 def test_triton_is_kept_out_of_a_run_only_on_a_machine_without_a_gpu(machine):
     # Triton is a GPU kernel compiler that torch._dynamo imports whenever it is installed:
