@@ -17,6 +17,9 @@ from omegaconf import DictConfig
 
 from cnnlab.errors import CnnlabError
 
+# Lightning's switch for a GPU check that does not initialise CUDA (see without_triton_on_cpu)
+NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
 log = logging.getLogger("cnnlab")
 
 EXIT_USER_ERROR = 2
@@ -64,7 +67,7 @@ def without_triton_on_cpu() -> bool:
 
     # the GPU check that does not initialise CUDA, as Lightning sets it (a forked worker
     # could not use CUDA after that); cnnlab.run.configure_torch drops it again without a GPU
-    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    os.environ.setdefault(NVML_CHECK, "1")
     xpu = getattr(torch, "xpu", None)  # Intel GPUs compile with Triton too (torch >= 2.4)
     if torch.cuda.is_available() or (xpu is not None and xpu.is_available()):
         return False

@@ -33,6 +33,7 @@ from cnnlab.checkpoint import (
     elapsed_before,
     load_classifier,
 )
+from cnnlab.cli import NVML_CHECK
 from cnnlab.config import create, overrides, validate
 from cnnlab.errors import CheckpointError, ConfigError, DiskFull
 from cnnlab.lit import ImageClassifier
@@ -52,7 +53,6 @@ from cnnlab.record import (
 from cnnlab.resources import check_fits_in_memory, peak_rss_mb
 
 log = logging.getLogger("cnnlab")
-_NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
 
 
 def configure_torch() -> None:
@@ -64,8 +64,8 @@ def configure_torch() -> None:
     # CUDA (forked workers could not use it). torch then also looks for the NVML library on
     # every optimiser step: where there is none, a failed dlopen each step (~1% of a LeNet-5
     # step on a CPU). Without a GPU there is no CUDA to keep uninitialised.
-    if os.environ.get(_NVML_CHECK) == "1" and not torch.cuda.is_available():
-        del os.environ[_NVML_CHECK]
+    if os.environ.get(NVML_CHECK) == "1" and not torch.cuda.is_available():
+        del os.environ[NVML_CHECK]
     # The in-memory loaders need no worker processes; Lightning's advice to add some is noise.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
