@@ -117,6 +117,42 @@ def test_triton_is_kept_out_of_a_run_only_on_a_machine_without_a_gpu(machine):
         assert (kept_out, dynamo_sees_triton, flop_log_level) == ("False", "True", "0")
 
 
+_SCIPY_SIGNAL = """
+import sys
+from cnnlab.cli import heavy_imports
+with heavy_imports():
+    import pytorch_lightning, torchmetrics  # torchmetrics asks scipy.signal for hamming
+print("scipy.stats" in sys.modules, sys.modules["scipy.signal"].__doc__.split(",")[0])
+import numpy as np
+import scipy.signal.windows  # a submodule import loads the real package
+from scipy.signal import convolve2d
+image, kernel = np.arange(12.0).reshape(3, 4), np.array([[1.0, -2.0], [0.5, 3.0]])
+expected = np.zeros((4, 5))  # a full 2-D convolution, spelt out
+for i in range(3):
+    for j in range(4):
+        expected[i : i + 2, j : j + 2] += image[i, j] * kernel
+n = np.arange(5)
+hamming = 0.54 - 0.46 * np.cos(2 * np.pi * n / 4)
+print(
+    np.allclose(convolve2d(image, kernel), expected),
+    np.allclose(scipy.signal.windows.hamming(5), hamming),
+    np.allclose(sys.modules["scipy.signal"].hamming(5), hamming),
+    sys.modules["scipy.signal"].__file__.endswith("__init__.py"),
+)
+"""
+
+
+def test_scipy_signal_is_loaded_when_first_used_not_at_start():
+    # torchmetrics imports it at start for an audio metric: ~1 s and 60 MB with scipy.stats
+    out = subprocess.run(
+        [sys.executable, "-c", _SCIPY_SIGNAL], capture_output=True, text=True, env=subprocess_env()
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    at_start, on_use = out.stdout.splitlines()
+    assert at_start == "False scipy.signal"  # scipy.stats never loaded; the stand-in in place
+    assert on_use == "True True True True"  # then the real module, whole, and what it computes
+
+
 @pytest.mark.slow  # an inductor compile: a C++ compiler run
 def test_a_cpu_run_compiles_its_net_without_triton(tmp_path):
     # torch.compile's CPU backend generates C++: keeping Triton out must not break compile=true
