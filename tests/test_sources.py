@@ -577,7 +577,7 @@ def test_gzipped_files_in_the_layout_itself_are_unpacked_beside_themselves(data_
     assert f"Preparing MNIST from {raw} into {raw}" in [r.getMessage() for r in caplog.records]
 
 
-def test_download_is_on_by_default(data_dir, monkeypatch):
+def test_download_is_on_by_default_and_says_so(data_dir, monkeypatch, caplog):
     calls = []
 
     def download(self, root):
@@ -586,5 +586,7 @@ def test_download_is_on_by_default(data_dir, monkeypatch):
 
     monkeypatch.setattr(socket, "getaddrinfo", _resolves)
     monkeypatch.setattr(type(get_spec("mnist").format), "download", download)
-    assert ensure_dataset("mnist", data_dir, mirrors=[]) == data_dir / "MNIST" / "raw"
+    with caplog.at_level("INFO", logger="cnnlab.data.sources"):
+        assert ensure_dataset("mnist", data_dir, mirrors=[]) == data_dir / "MNIST" / "raw"
     assert calls == [data_dir]
+    assert f"Downloading MNIST into {data_dir}" in [r.getMessage() for r in caplog.records]
