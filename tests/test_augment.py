@@ -272,3 +272,20 @@ def test_batch_augmentation_from_config_takes_crops_and_flips_and_refuses_the_re
     assert "got aug.elastic_p=0.5. Use aug=cifar or aug=none" in str(err.value)
     with pytest.raises(ConfigError, match=r"got aug.cutout_size=0.5\. Use"):
         BatchAugmentation.from_config(aug_cfg("none", "aug.cutout_size=0.5"))
+
+
+@pytest.mark.parametrize(
+    "keys,on",
+    [
+        ({"pad_crop": 1}, {"pad_crop"}),  # one pixel of padding is padding
+        ({"affine_p": 0.5, "shift_limit": 0.1}, {"affine"}),
+        ({"affine_p": 0.5, "scale_limit": 0.1}, {"affine"}),  # any one strength alone
+        ({"affine_p": 0.5, "rotate_limit": 10}, {"affine"}),
+        ({"affine_p": 0.5}, set()),  # a probability without a strength
+        ({"cutout_p": 0.5, "cutout_holes": 1}, {"cutout"}),
+    ],
+)
+def test_a_transform_is_switched_on_by_its_probability_and_any_one_strength(keys, on):
+    from cnnlab.data.aug_params import aug_params, switched_on
+
+    assert switched_on(aug_params(keys, warn=False)) == on

@@ -638,3 +638,70 @@ def test_write_cifar_like_is_write_synthetic_of_cifar10_with_its_defaults(tmp_pa
     assert write_cifar_like(tmp_path / "e", 30, 10, seed=6) != write_synthetic(
         "cifar10", tmp_path / "f", 30, 10, seed=5
     )
+
+
+@pytest.mark.parametrize(
+    "head,shown",
+    [
+        (b"", "empty"),  # an empty file
+        (b"\x00\x00\x08", "000008"),  # shorter than the magic number
+        (b"\x01\x00\x08\x01", "01000801"),  # first byte not 0
+        (b"\x00\x01\x08\x01", "00010801"),  # second byte not 0
+        (b"\x00\x00\x0a\x01", "00000a01"),  # an item type IDX does not have
+    ],
+)
+def test_a_bad_idx_magic_number_is_named_as_read(tmp_path, head, shown):
+    from cnnlab.data.formats import check_idx
+
+    path = tmp_path / "train-labels-idx1-ubyte"
+    # after a whole magic number, one size: a header that is whole but for the magic
+    path.write_bytes(head if len(head) < 4 else head + struct.pack(">I", 0))
+    with pytest.raises(DataError) as err:
+        check_idx(path)
+    assert str(err.value) == (
+        f"{path} is not an IDX file (bad magic number {shown}). Delete it and fetch it again."
+    )
+
+
+@pytest.mark.parametrize("ndim,dims", [(1, b""), (3, struct.pack(">2I", 600, 28))])
+def test_an_idx_file_cut_inside_its_header_is_named(tmp_path, ndim, dims):
+    from cnnlab.data.formats import check_idx
+
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 8, ndim]) + dims)  # fewer than the 4 * ndim bytes of sizes
+    with pytest.raises(DataError) as err:
+        check_idx(path)
+    assert str(err.value) == (
+        f"{path} is truncated inside its header. Delete it and fetch it again."
+    )
+
+
+def test_a_label_outside_the_classes_names_the_first_one_and_the_valid_range(tmp_path):
+    from cnnlab.data.formats import check_labels
+
+    path = tmp_path / "data_batch_1"
+    with pytest.raises(DataError) as err:
+        check_labels(torch.tensor([3, 12, -1, 0]), 10, path)
+    assert str(err.value) == (
+        f"{path} holds label 12, outside the dataset's 10 classes (0..9): it is corrupt or "
+        f"from another dataset. Fetch it again."
+    )
+
+
+def test_idx_images_of_other_dims_are_named_with_the_dims_expected(tmp_path):
+    from cnnlab.data.formats import check_idx
+
+    path = write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((6, 14, 56), np.uint8))
+    with pytest.raises(DataError) as err:
+        check_idx(path, (28, 28))
+    assert str(err.value) == (
+        f"{path} holds 6x14x56 items of type 0x08, not the Nx28x28 unsigned bytes this "
+        f"dataset has: it is from another dataset. Fetch the right file."
+    )
+
+
+def test_an_idx_label_file_of_more_than_one_dim_is_refused(tiny_mnist):
+    path = tiny_mnist / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    write_idx(path, np.zeros((600, 1), np.uint8))  # as many bytes as 600 labels
+    with pytest.raises(DataError, match=r"holds 600x1 items of type 0x08, not the N unsigned"):
+        ensure_dataset("mnist", tiny_mnist, mirrors=[], download=False)

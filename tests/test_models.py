@@ -867,3 +867,14 @@ def test_the_layer_table_writes_a_two_dimensional_output_as_its_sizes_joined_by_
     assert [r.shape_str for r in rows] == ["4x4x4", "4x16"]
     flat = next(line for line in layer_table(net, (1, 6, 6)).splitlines() if line[:4] == "flat")
     assert flat.split()[:3] == ["flat", "Flatten", "4x16"]
+
+
+def test_lenet_batch_norm_follows_every_conv_and_dense_layer_and_the_title_names_the_head():
+    net = LeNet5((1, 28, 28), 10, batch_norm=True)
+    names = ["C1", "C1_bn", "C1_act", "S2", "C3", "C3_bn", "C3_act", "S4", "flatten"]
+    names += ["F5", "F5_bn", "F5_act", "F6", "F6_bn", "F6_act", "output"]
+    assert list(dict(net.named_children())) == names
+    assert [type(net.C1_bn), type(net.C3_bn)] == [nn.BatchNorm2d, nn.BatchNorm2d]
+    assert [type(net.F5_bn), type(net.F6_bn)] == [nn.BatchNorm1d, nn.BatchNorm1d]
+    assert LeNet5((1, 28, 28), 10).title == "LeNet-5"
+    assert LeNet5((1, 28, 28), 10, head="gap").title == "LeNet-5 (gap)"

@@ -555,3 +555,38 @@ def test_a_hung_name_lookup_is_left_in_a_daemon_thread(monkeypatch):
         assert hung.daemon  # so it cannot keep the process alive after the run ends
     finally:
         release.set()
+
+
+def test_a_name_that_resolves_is_reachable_with_the_real_resolver():
+    # localhost resolves without a network (/etc/hosts); the real getaddrinfo, not a stand-in,
+    # so a lookup with a missing port or a socket type it refuses would show up here
+    from cnnlab.data.sources import _unreachable
+
+    assert _unreachable("https://localhost/cifar-10-python.tar.gz") is None
+
+
+def test_gzipped_files_in_the_layout_itself_are_unpacked_beside_themselves(data_dir, caplog):
+    # torchvision's own download leaves the .gz files in MNIST/raw/; a copy of only those
+    raw = write_mnist_like(data_dir, compress=True)
+    assert sorted(p.name for p in raw.iterdir()) == sorted(f"{n}.gz" for n in MNIST_FILES)
+    with caplog.at_level("INFO", logger="cnnlab.data.sources"):
+        assert ensure_dataset("mnist", data_dir, mirrors=[], download=False) == raw
+    for name in MNIST_FILES:
+        with gzip.open(raw / f"{name}.gz") as f:
+            assert (raw / name).read_bytes() == f.read()
+    assert f"Preparing MNIST from {raw} into {raw}" in [r.getMessage() for r in caplog.records]
+
+
+def test_download_is_on_by_default_and_says_so(data_dir, monkeypatch, caplog):
+    calls = []
+
+    def download(self, root):
+        calls.append(root)
+        write_mnist_like(root)
+
+    monkeypatch.setattr(socket, "getaddrinfo", _resolves)
+    monkeypatch.setattr(type(get_spec("mnist").format), "download", download)
+    with caplog.at_level("INFO", logger="cnnlab.data.sources"):
+        assert ensure_dataset("mnist", data_dir, mirrors=[]) == data_dir / "MNIST" / "raw"
+    assert calls == [data_dir]
+    assert f"Downloading MNIST into {data_dir}" in [r.getMessage() for r in caplog.records]
