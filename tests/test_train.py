@@ -231,6 +231,7 @@ def test_cli_trains_once_the_idx_files_are_placed(tmp_path):
     assert "Run completed" in proc.stderr + proc.stdout
 
 
+@pytest.mark.slow  # a whole real epoch; the fast suite trains on Fashion-MNIST in beats_chance
 def test_fashion_mnist_one_epoch_beats_85_percent(fashion_dir, tmp_path):
     cfg = make_cfg(tmp_path, fashion_dir, "experiment=lenet_fashion", "trainer.max_epochs=1")
     metrics = train(cfg)
