@@ -114,10 +114,13 @@ def test_checkpoints_go_where_the_checkpoint_callback_says(tmp_path):
 # -- plan_run: skip, resume, start afresh -------------------------------------------------------
 
 
-def test_a_completed_run_of_the_same_config_is_skipped(tmp_path):
+def test_a_completed_run_of_the_same_config_is_skipped(tmp_path, caplog):
     run = _run_dir(tmp_path, "completed")
+    caplog.set_level("INFO", logger="cnnlab")
     cfg, skipped = plan_run(_cfg(run), run, KEY)
     assert skipped == {"status": "completed", "config_hash": KEY, "test/acc": 0.5, "skipped": True}
+    # a sweep's log says which job it skipped and why
+    assert caplog.messages == [f"Skipping {run}: this config already completed there"]
     assert _names(run / "checkpoints") == ["best.ckpt", "last.ckpt"]  # untouched
 
 
@@ -191,17 +194,25 @@ def test_resuming_another_runs_checkpoint_sets_this_folders_aside(tmp_path):
     assert _names(run / "checkpoints") == ["best.ckpt.stale", "last.ckpt.stale"]
 
 
-def test_set_aside_numbers_names_already_taken_and_moves_only_checkpoints(tmp_path):
+def test_set_aside_numbers_names_already_taken_and_moves_only_checkpoints(tmp_path, caplog):
     folder = tmp_path / "checkpoints"
     assert set_aside(folder) == []  # no folder yet: nothing to do
     folder.mkdir()
-    for name in ("best.ckpt", "best.ckpt.stale", "best.ckpt.stale.1", "notes.txt"):
+    for name in ("best.ckpt", "best.ckpt.stale", "best.ckpt.stale.1", "last.ckpt", "notes.txt"):
         (folder / name).write_text(name)
+    (folder / "last.ckpt.stale").write_text("older")
     moved = set_aside(folder)
-    assert moved == [folder / "best.ckpt.stale.2"]
+    # the first free number: .1 after .stale, .2 after .stale and .stale.1
+    assert moved == [folder / "best.ckpt.stale.2", folder / "last.ckpt.stale.1"]
     assert (folder / "best.ckpt.stale.2").read_text() == "best.ckpt"
     assert (folder / "best.ckpt.stale").read_text() == "best.ckpt.stale"  # nothing overwritten
+    assert (folder / "last.ckpt.stale").read_text() == "older"
     assert (folder / "notes.txt").exists()
+    assert caplog.messages == [
+        f"Starting afresh in {folder}: moved the earlier attempt's checkpoints aside "
+        "(best.ckpt.stale.2, last.ckpt.stale.1)."
+    ]
+    caplog.clear()
     (folder / "last.ckpt").write_text("x")
     assert set_aside(folder, corrupt=(folder / "last.ckpt",)) == [folder / "last.ckpt.corrupt"]
 
