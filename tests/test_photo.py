@@ -72,6 +72,8 @@ def fashion_ckpt(tmp_path_factory, fashion_dir):
         "experiment=lenet_fashion",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=150",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
         "logger=none",
     )
     train(cfg)

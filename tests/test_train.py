@@ -267,7 +267,7 @@ def test_every_model_trains_on_every_input_format(model, data, tmp_path, tiny_ci
 
 # the two costliest families (15-18 s each on a 2-core CPU) run in make test-full; the fast
 # suite still trains and tests them (test_every_model_trains_..., test_every_option)
-HEAVY = {"alexnet", "resnet20"}
+HEAVY = {"alexnet", "resnet20", "vgg11"}
 
 
 @pytest.mark.parametrize(
