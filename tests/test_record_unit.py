@@ -3,6 +3,7 @@ what metrics.json holds, skip / resume / start afresh, setting old checkpoints a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -19,6 +20,7 @@ from cnnlab.record import (
     LOCK_FILE,
     METRICS_FILE,
     checkpoint_dir,
+    fingerprint,
     plan_run,
     read_metrics,
     record_failure,
@@ -111,6 +113,26 @@ def test_checkpoints_go_where_the_checkpoint_callback_says(tmp_path):
     assert checkpoint_dir(elsewhere) == tmp_path / "c"
 
 
+def test_the_fingerprint_is_the_documented_hash_of_what_determines_the_result():
+    """Runs recorded by earlier versions are matched by this hash (a re-run sweep skips their
+    jobs), so its scheme is pinned: sha1 of the sorted JSON, where to and how shown left out,
+    early stopping kept under ``early_stopping`` once it is on. A config may lack any key."""
+    stopping = {"patience": 2, "monitor": "val/acc"}
+    cfg = OmegaConf.create(
+        {
+            "model": {"_target_": "cnnlab.models.MLP", "hidden": [8]},
+            "seed": 3,
+            "paths": {"output_dir": "/somewhere"},
+            "callbacks": {"early_stopping": stopping, "model_checkpoint": {"dirpath": "/x"}},
+        }
+    )
+    kept = {"model": {"_target_": "cnnlab.models.MLP", "hidden": [8]}, "seed": 3}
+    expected = hashlib.sha1(
+        json.dumps({**kept, "early_stopping": stopping}, sort_keys=True).encode()
+    ).hexdigest()[:16]
+    assert fingerprint(cfg) == expected
+
+
 # -- plan_run: skip, resume, start afresh -------------------------------------------------------
 
 
@@ -132,12 +154,15 @@ def test_skip_completed_false_runs_again_from_a_clean_folder(tmp_path):
 
 
 @pytest.mark.parametrize("status", ["interrupted", "running"])
-def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, status):
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, status, caplog):
+    caplog.set_level("INFO", logger="cnnlab")
     run = _run_dir(tmp_path, status)
     given = _cfg(run)
     cfg, skipped = plan_run(given, run, KEY)
-    assert skipped is None and cfg.ckpt_path == str(run / "checkpoints" / "last.ckpt")
+    last = run / "checkpoints" / "last.ckpt"
+    assert skipped is None and cfg.ckpt_path == str(last)
     assert given.ckpt_path is None  # the caller's config is left as it was
+    assert caplog.messages == [f"Resuming the interrupted run in {run} from {last}"]
     assert _names(run / "checkpoints") == ["best.ckpt", "last.ckpt"]
 
 
@@ -164,12 +189,17 @@ def test_an_interrupted_run_without_last_ckpt_starts_afresh(tmp_path):
     assert _names(run / "checkpoints") == ["best.ckpt.stale"]
 
 
-def test_an_unreadable_last_ckpt_is_marked_corrupt_and_the_run_starts_afresh(tmp_path):
+def test_an_unreadable_last_ckpt_is_marked_corrupt_and_the_run_starts_afresh(tmp_path, caplog):
     run = _run_dir(tmp_path, "interrupted")
-    (run / "checkpoints" / "last.ckpt").write_bytes(b"truncated")
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"truncated")
     cfg, skipped = plan_run(_cfg(run), run, KEY)
     assert skipped is None and cfg.ckpt_path is None
     assert _names(run / "checkpoints") == ["best.ckpt.stale", "last.ckpt.corrupt"]
+    assert caplog.messages[0] == (
+        f"Cannot resume the interrupted run in {run}: {last} is not a checkpoint. "
+        "Starting it afresh."
+    )
 
 
 def test_resuming_a_checkpoint_of_this_run_keeps_the_folder_as_it_is(tmp_path):
@@ -178,10 +208,11 @@ def test_resuming_a_checkpoint_of_this_run_keeps_the_folder_as_it_is(tmp_path):
     cfg, skipped = plan_run(_cfg(run, ckpt_path=own), run, KEY)
     assert skipped is None and cfg.ckpt_path == own
     assert _names(run / "checkpoints") == ["best.ckpt", "last.ckpt"]
-    # an explicit ckpt_path also wins over resuming an interrupted run by itself
+    # an explicit ckpt_path also wins over resuming an interrupted run from last.ckpt
     write_metrics(run, {"status": "interrupted", "config_hash": KEY})
-    cfg, _ = plan_run(_cfg(run, ckpt_path=own), run, KEY)
-    assert cfg.ckpt_path == own
+    best = str(run / "checkpoints" / "best.ckpt")
+    cfg, _ = plan_run(_cfg(run, ckpt_path=best), run, KEY)
+    assert cfg.ckpt_path == best
 
 
 def test_resuming_another_runs_checkpoint_sets_this_folders_aside(tmp_path):
