@@ -106,7 +106,7 @@ def test_grid_brightness_and_cutout_steps_take_their_settings_from_the_keys():
         "aug.brightness_contrast=0.25",
         "aug.brightness_contrast_p=0.6",
         "aug.cutout_holes=3",
-        "aug.cutout_p=0.5",
+        "aug.cutout_p=0.3",  # not albumentations' default p (0.5): the key must be passed on
     ]
     grid, light, cutout = build_augmentation(
         aug_cfg("none", *keys, "aug.cutout_size=0.5"), get_spec("mnist")
@@ -114,7 +114,7 @@ def test_grid_brightness_and_cutout_steps_take_their_settings_from_the_keys():
     assert (grid.num_steps, grid.distort_limit, grid.p) == (5, (-0.3, 0.3), 0.4)
     assert (light.brightness_limit, light.contrast_limit) == ((-0.25, 0.25), (-0.25, 0.25))
     assert light.p == 0.6
-    assert (cutout.num_holes_range, cutout.fill, cutout.p) == ((1, 3), 0, 0.5)
+    assert (cutout.num_holes_range, cutout.fill, cutout.p) == ((1, 3), 0, 0.3)
     assert cutout.hole_height_range == cutout.hole_width_range == (0.25, 0.5)
     # a hole's side is kept within [0.01, 1] of the image
     for size, side in (("1.5", 1.0), ("0.001", 0.01)):

@@ -71,6 +71,51 @@ def test_cutmix_pastes_one_box_of_the_neighbour_and_weighs_targets_by_its_area()
     assert boxes >= 15  # Beta(1, 1): an empty box is rare
 
 
+def test_the_cutmix_box_has_the_drawn_area_and_a_centre_uniform_over_the_image():
+    """How often each row and column is pasted, over 4000 boxes, against the rule computed
+    here: a box of side h·sqrt(1 - lam) (and w·sqrt(1 - lam)), its centre uniform over the
+    image, clipped at the borders. lam ~ Beta(1e4, 1e4) is 0.5 to within 0.01."""
+    h, w = 8, 12
+    x = torch.zeros(2, 1, h, w)
+    x[1] = 1.0  # image 0 takes its pasted pixels from image 1: ones mark the box
+    mix = BatchMix(mixup_alpha=0.0, cutmix_alpha=1e4, num_classes=3)
+    rows, cols = torch.zeros(h), torch.zeros(w)
+    n = 4000
+    for b in range(n):
+        box = mix(x, torch.tensor([0, 1]), key=(0, b, 0))[0][0, 0] == 1.0
+        rows += box.any(1).float()
+        cols += box.any(0).float()
+
+    def expected(size):  # pixel k is pasted when k + 0.5 lies in [centre - half, centre + half)
+        half = size * 0.5**0.5 / 2
+        k = np.arange(size) + 0.5
+        return (np.minimum(size, k + half) - np.maximum(0, k - half)) / size
+
+    assert np.abs(rows.numpy() / n - expected(h)).max() < 0.035, rows / n
+    assert np.abs(cols.numpy() / n - expected(w)).max() < 0.035, cols / n
+
+
+def test_soft_targets_have_a_column_per_class_even_when_the_batch_lacks_some():
+    x, y = _batch(n=4, classes=2)
+    for alphas in ((0.4, 0.0), (0.0, 1.0)):
+        _, target = BatchMix(*alphas, num_classes=10)(x, y, key=(0, 0, 0))
+        assert target.shape == (4, 10) and target[:, 2:].sum() == 0
+
+
+def test_mixing_from_the_config_leaves_the_aug_warnings_to_the_augmentation(caplog):
+    # the albumentations pipeline says once that rotate_limit without affine_p does nothing
+    mix = BatchMix.from_config({"rotate_limit": 20, "mixup_alpha": 0.2}, num_classes=10)
+    assert mix is not None and mix.mixup_alpha == 0.2 and caplog.messages == []
+
+
+def test_the_device_path_names_each_setting_it_cannot_apply():
+    from cnnlab.data.batch_augment import BatchAugmentation
+
+    with pytest.raises(ConfigError) as e:
+        BatchAugmentation.from_config({"pad_crop": 4, "rotate_limit": 20, "affine_p": 0.5})
+    assert "got aug.rotate_limit=20, aug.affine_p=0.5. Use aug=cifar or aug=none" in str(e.value)
+
+
 def test_both_on_mix_some_batches_each_way():
     x, y = _batch()
     mix = BatchMix(mixup_alpha=0.4, cutmix_alpha=1.0, num_classes=10)
