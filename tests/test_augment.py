@@ -274,6 +274,36 @@ def test_batch_augmentation_from_config_takes_crops_and_flips_and_refuses_the_re
         BatchAugmentation.from_config(aug_cfg("none", "aug.cutout_size=0.5"))
 
 
+def test_unknown_keys_are_named_sorted_beside_every_valid_key():
+    from cnnlab.data.aug_params import PARAMS, aug_params
+
+    with pytest.raises(ConfigError) as e:
+        aug_params({"zoom": 1, "blur": 2, "name": "mine"})
+    valid = ", ".join(f"aug.{k}" for k in PARAMS)
+    assert str(e.value) == f"Unknown augmentation key(s) aug.blur, aug.zoom. Valid: {valid}."
+
+
+@pytest.mark.parametrize("value", [True, "often", None])
+def test_a_setting_that_is_not_a_number_is_refused_by_name(value):
+    from cnnlab.data.aug_params import aug_params
+
+    with pytest.raises(ConfigError) as e:
+        aug_params({"rotate_limit": value})
+    assert str(e.value) == f"aug.rotate_limit={value!r} must be a number >= 0."
+
+
+def test_the_forgotten_probability_warning_says_which_key_to_set(caplog):
+    from cnnlab.data.aug_params import aug_params
+
+    aug_params({"rotate_limit": 20, "cutout_holes": 2, "cutout_p": 0.0})
+    assert caplog.messages == [
+        "aug.rotate_limit=20 has no effect while aug.affine_p=0: set aug.affine_p (e.g. 0.8) "
+        "to apply it.",
+        "aug.cutout_holes=2 has no effect while aug.cutout_p=0: set aug.cutout_p (e.g. 0.8) "
+        "to apply it.",
+    ]
+
+
 @pytest.mark.parametrize(
     "keys,on",
     [
@@ -283,6 +313,8 @@ def test_batch_augmentation_from_config_takes_crops_and_flips_and_refuses_the_re
         ({"affine_p": 0.5, "rotate_limit": 10}, {"affine"}),
         ({"affine_p": 0.5}, set()),  # a probability without a strength
         ({"cutout_p": 0.5, "cutout_holes": 1}, {"cutout"}),
+        ({"cutout_holes": 2}, set()),  # holes without a probability
+        ({"brightness_contrast_p": 0.5, "brightness_contrast": 0}, set()),  # nothing to vary
     ],
 )
 def test_a_transform_is_switched_on_by_its_probability_and_any_one_strength(keys, on):
