@@ -705,3 +705,40 @@ def test_an_idx_label_file_of_more_than_one_dim_is_refused(tiny_mnist):
     write_idx(path, np.zeros((600, 1), np.uint8))  # as many bytes as 600 labels
     with pytest.raises(DataError, match=r"holds 600x1 items of type 0x08, not the N unsigned"):
         ensure_dataset("mnist", tiny_mnist, mirrors=[], download=False)
+
+
+# -- synthetic data writers (synthetic.py survivors) -----------------------------------------------
+def _idx_arrays(folder: Path) -> list[np.ndarray]:
+    from cnnlab.data.formats import read_idx
+
+    return [np.asarray(read_idx(folder / f)) for f in get_spec("mnist").files]
+
+
+def test_synthetic_writers_default_sizes_and_their_seed(tmp_path):
+    """write_synthetic writes 500 training and 200 test images by default, write_mnist_like
+    600 and 200; both from seed 0 unless given one, which reaches the images."""
+    default = _idx_arrays(Path(write_mnist_like(None, folder=tmp_path / "a")))
+    assert [len(a) for a in default] == [600, 600, 200, 200]
+    write_synthetic("mnist", tmp_path / "b")
+    assert [len(a) for a in _idx_arrays(get_spec("mnist").target_dir(tmp_path / "b"))] == [
+        500,
+        500,
+        200,
+        200,
+    ]
+    seeded = _idx_arrays(Path(write_mnist_like(None, folder=tmp_path / "c", seed=0)))
+    assert all(np.array_equal(x, y) for x, y in zip(default, seeded, strict=True))
+    other = _idx_arrays(Path(write_mnist_like(None, folder=tmp_path / "d", seed=1)))
+    assert not np.array_equal(other[0], default[0]) and not np.array_equal(other[2], default[2])
+    write_synthetic("mnist", tmp_path / "e", 600, 200, seed=1)
+    by_hand = _idx_arrays(get_spec("mnist").target_dir(tmp_path / "e"))
+    assert all(np.array_equal(x, y) for x, y in zip(other, by_hand, strict=True))
+    write_synthetic("mnist", tmp_path / "f", 500, 200, seed=0)
+    assert all(
+        np.array_equal(x, y)
+        for x, y in zip(
+            _idx_arrays(get_spec("mnist").target_dir(tmp_path / "b")),
+            _idx_arrays(get_spec("mnist").target_dir(tmp_path / "f")),
+            strict=True,
+        )
+    )
