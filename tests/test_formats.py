@@ -742,3 +742,17 @@ def test_synthetic_writers_default_sizes_and_their_seed(tmp_path):
             strict=True,
         )
     )
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_every_synthetic_image_carries_its_class_bar_inside_the_frame(shape):
+    from cnnlab.data.synthetic import make_images
+
+    images, labels = make_images(400, shape, 10, seed=3)
+    assert set(labels.tolist()) == set(range(10))
+    bright = (images >= 180).all(axis=3)  # (N, H, W): the bar adds 180 to noise below 60
+    full_line = bright.all(axis=2).any(axis=1) | bright.all(axis=1).any(axis=1)
+    assert full_line.all()  # every image, of every class, has a whole row or column of bar
+    # one place per class: the mean images of any two classes differ
+    means = np.stack([images[labels == k].mean(axis=0) for k in range(10)])
+    assert min(np.abs(means[a] - means[b]).max() for a in range(10) for b in range(a)) > 100
