@@ -753,6 +753,14 @@ def test_every_synthetic_image_carries_its_class_bar_inside_the_frame(shape):
     bright = (images >= 180).all(axis=3)  # (N, H, W): the bar adds 180 to noise below 60
     full_line = bright.all(axis=2).any(axis=1) | bright.all(axis=1).any(axis=1)
     assert full_line.all()  # every image, of every class, has a whole row or column of bar
+    # a bar is two lines wide (h // 12), horizontal for even classes, vertical for odd ones
+    rows, cols = bright.all(axis=2).sum(axis=1), bright.all(axis=1).sum(axis=1)
+    assert (rows[labels % 2 == 0] == 2).all() and (cols[labels % 2 == 0] == 0).all()
+    assert (cols[labels % 2 == 1] == 2).all() and (rows[labels % 2 == 1] == 0).all()
+    if shape[0] == 3:  # a colour cue too: class k is 20 levels brighter in channel k % 3
+        for k in range(10):
+            level = images[labels == k].mean(axis=(0, 1, 2))
+            assert all(level[k % 3] - level[c] > 15 for c in range(3) if c != k % 3), (k, level)
     # one place per class: the mean images of any two classes differ
     means = np.stack([images[labels == k].mean(axis=0) for k in range(10)])
     assert min(np.abs(means[a] - means[b]).max() for a in range(10) for b in range(a)) > 100
