@@ -878,3 +878,34 @@ def test_lenet_batch_norm_follows_every_conv_and_dense_layer_and_the_title_names
     assert [type(net.F5_bn), type(net.F6_bn)] == [nn.BatchNorm1d, nn.BatchNorm1d]
     assert LeNet5((1, 28, 28), 10).title == "LeNet-5"
     assert LeNet5((1, 28, 28), 10, head="gap").title == "LeNet-5 (gap)"
+
+
+# -- from surviving mutants of models/summary.py (sixth round) ----------------------------------
+def test_large_counts_read_with_k_m_and_g():
+    from cnnlab.models.summary import _si
+
+    assert [_si(n) for n in (999, 1_500, 2_500_000, 3_250_000_000)] == [
+        "999",
+        "1.50K",
+        "2.50M",
+        "3.25G",
+    ]
+
+
+def test_a_layer_returning_a_tuple_gets_a_row_without_a_shape():
+    from cnnlab.models.summary import layer_rows
+
+    class Pair(nn.Module):  # a leaf layer of a user's own net that returns two tensors
+        def forward(self, x):
+            return x, -x
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pair, self.fc = Pair(), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.pair(x)[0])
+
+    rows = layer_rows(Net(), (4,))
+    assert [(r.name, r.shape) for r in rows] == [("pair", ()), ("fc", (2,))]
