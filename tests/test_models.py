@@ -884,12 +884,29 @@ def test_lenet_batch_norm_follows_every_conv_and_dense_layer_and_the_title_names
 def test_large_counts_read_with_k_m_and_g():
     from cnnlab.models.summary import _si
 
-    assert [_si(n) for n in (999, 1_500, 2_500_000, 3_250_000_000)] == [
-        "999",
-        "1.50K",
-        "2.50M",
-        "3.25G",
-    ]
+    counts = (999, 1_000, 1_500, 999_999, 1_000_000, 2_500_000, 10**9, 3_250_000_000)
+    assert [_si(n) for n in counts] == [
+        "999", "1.00K", "1.50K", "1000.00K", "1.00M", "2.50M", "1.00G", "3.25G",
+    ]  # fmt: skip
+
+
+def test_the_receptive_field_column_is_left_blank_after_a_branch():
+    from cnnlab.models.summary import layer_table
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1)
+            self.fc = nn.Conv2d(2, 3, 1)
+
+        def forward(self, x):
+            y = self.conv1(x)
+            return self.fc(self.conv2(y) + y)  # fc sees a sum: no single chain's field
+
+    lines = layer_table(Residual(), (1, 5, 5)).splitlines()
+    conv2, fc = (next(ln for ln in lines if ln.startswith(n)) for n in ("conv2", "fc"))
+    assert conv2.endswith("900   5  (5-3+2*1)/1+1 = 5")  # 3x3 after 3x3: a field of 5
+    assert fc.endswith("150      (5-1+2*0)/1+1 = 5")
 
 
 def test_a_layer_returning_a_tuple_gets_a_row_without_a_shape():
