@@ -926,3 +926,24 @@ def test_a_layer_returning_a_tuple_gets_a_row_without_a_shape():
 
     rows = layer_rows(Net(), (4,))
     assert [(r.name, r.shape) for r in rows] == [("pair", ()), ("fc", (2,))]
+
+
+def test_the_table_shows_ceil_mode_skips_dilated_windows_and_counts_frozen_and_grouped_layers():
+    from cnnlab.models.summary import layer_rows, layer_table
+
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1, groups=2),  # 2 input channels per output: 7x7x4x2x9 MACs
+        nn.MaxPool2d(2, ceil_mode=True),  # 7 -> 4 rounding up
+        nn.Conv2d(4, 4, 3, dilation=(1, 2), padding=(1, 2)),  # no (W-K+2P)/S+1 when dilated
+    )
+    net[2].requires_grad_(False)
+    rows = layer_rows(net, (2, 7, 7))
+    assert [r.arithmetic for r in rows] == [
+        "(7-3+2*1)/1+1 = 7",
+        "(7-2+2*0)/2+1 = 4 ⌈⌉",
+        "",
+    ]
+    assert rows[0].macs == 7 * 7 * 4 * 1 * 9 and isinstance(rows[0].macs, int)
+    table = layer_table(net, (2, 7, 7))
+    assert "Total params: 188" in table and "Trainable params: 40" in table  # 4x1x9 + 4
+    assert "Non-trainable params: 148" in table  # 4x4x9 + 4, frozen

@@ -209,7 +209,7 @@ def _arithmetic(m: nn.Module, in_shape: Shape, out_shape: Shape) -> str:
     if (
         not isinstance(m, _WINDOWS)
         or len(in_shape) != 3
-        or _pair(getattr(m, "dilation", 1))[0] != 1
+        or _pair(getattr(m, "dilation", 1)) != (1, 1)  # the formula has no dilation term
     ):
         return ""
     w, k, s, p = in_shape[2], _pair(m.kernel_size)[1], _pair(m.stride)[1], _pair(m.padding)[1]
