@@ -359,3 +359,35 @@ def test_group_runs_groups_over_the_keys_it_is_given(tmp_path):
         write_run(tmp_path / d, [f"model.dropout={d}", "optimizer.lr=0.1"])
     (group,) = group_runs(find_runs([tmp_path]), over=("model.dropout",))
     assert len(group.runs) == 2 and group.overrides == {"optimizer.lr": "0.1"}
+
+
+def test_a_group_is_named_by_its_first_run_without_the_seed_and_only_the_seed(tmp_path):
+    # sweep folders named by their overrides; no common folder, so the name without the seed
+    for seed in (0, 1):
+        write_run(tmp_path / f"seed={seed},opt=AX", ["model.dropout=0.1", f"seed={seed}"])
+    _, rows = table(find_runs([tmp_path]), [tmp_path], with_path=True)
+    assert [r[0] for r in rows] == ["opt=AX"]  # the comma dropped, the name's own X kept
+
+
+def test_a_row_with_one_measured_repeat_gets_no_error_bar(tmp_path):
+    write_run(tmp_path / "s0", ["model.dropout=0.1", "seed=0"], **{"test/acc": 0.8})
+    write_run(tmp_path / "s1", ["model.dropout=0.1", "seed=1"])  # a repeat that has no result
+    for seed in (0, 1):  # repeats that agree
+        write_run(tmp_path / f"t{seed}", ["model.dropout=0.2", f"seed={seed}"], **{"test/acc": 0.7})
+    b = bars(find_runs([tmp_path]))
+    assert b.values == pytest.approx([0.8, 0.7]) and b.errors == [0.0, 0.0]
+
+
+def test_the_sweep_figure_is_drawn_as_asked_and_written_at_100_dpi(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from cnnlab.viz import figures
+
+    for seed, acc in ((0, 0.8), (1, 0.9)):
+        write_run(tmp_path / f"s{seed}", ["model.dropout=0.1", f"seed={seed}"], **{"test/acc": acc})
+    drawn = []
+    real = figures.sweep_figure
+    monkeypatch.setattr(figures, "sweep_figure", lambda b: drawn.append(b) or real(b))
+    path = plot(find_runs([tmp_path]), tmp_path / "apart.png", group=False)
+    assert [len(b.labels) for b in drawn] == [2]  # a bar per run, not one per row
+    assert Image.open(path).info["dpi"] == pytest.approx((100, 100), abs=0.5)
