@@ -125,10 +125,14 @@ class Variant:
     rss: list[float] = field(default_factory=list)
     acc: list[float] = field(default_factory=list)
 
-    def epoch_s(self, lo: int, hi: int) -> float:
-        """Median seconds per epoch: (T(hi) - T(lo)) / (hi - lo), per repeat, then median."""
+    def epochs_s(self, lo: int, hi: int) -> list[float]:
+        """Seconds per epoch in each repeat: (T(hi) - T(lo)) / (hi - lo)."""
         pairs = zip(self.walls[lo], self.walls[hi], strict=True)
-        return statistics.median((b - a) / (hi - lo) for a, b in pairs)
+        return [(b - a) / (hi - lo) for a, b in pairs]
+
+    def epoch_s(self, lo: int, hi: int) -> float:
+        """Median seconds per epoch over the repeats."""
+        return statistics.median(self.epochs_s(lo, hi))
 
 
 def whole_epoch_variants(
@@ -181,19 +185,26 @@ def measure_whole_epochs(
 
 
 def whole_epoch_table(variants: list[Variant], lo: int, hi: int) -> str:
+    """Medians, and the speed ratio of each repeat on its own: a repeat runs the variants
+    one after another, minutes apart at most, so its ratio shows how far machine drift moves
+    the median's."""
     ours = next(v for v in variants if v.name == "train.py")
     mine = ours.epoch_s(lo, hi)
     rows = [
-        f"| variant | epoch (s) | train.py speed vs this | peak RSS (MB) | train.py RSS vs this "
-        f"| val acc after {hi} |",
-        "|---|---|---|---|---|---|",
+        f"| variant | epoch (s) | train.py speed vs this | each repeat | peak RSS (MB) "
+        f"| train.py RSS vs this | val acc after {hi} |",
+        "|---|---|---|---|---|---|---|",
     ]
     for v in variants:
         epoch, rss = v.epoch_s(lo, hi), statistics.median(v.rss)
-        speed = "" if v is ours else f"{epoch / mine:.2f}x"
-        memory = "" if v is ours else f"{statistics.median(ours.rss) / rss:.2f}x"
+        speed = each = memory = ""
+        if v is not ours:
+            speed = f"{epoch / mine:.2f}x"
+            paired = zip(v.epochs_s(lo, hi), ours.epochs_s(lo, hi), strict=True)
+            each = ", ".join(f"{theirs / own:.2f}" for theirs, own in paired)
+            memory = f"{statistics.median(ours.rss) / rss:.2f}x"
         rows.append(
-            f"| {v.name} | {epoch:.2f} | {speed} | {rss:.0f} | {memory} "
+            f"| {v.name} | {epoch:.2f} | {speed} | {each} | {rss:.0f} | {memory} "
             f"| {statistics.median(v.acc):.4f} |"
         )
     return "\n".join(rows)
