@@ -33,7 +33,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--epochs", type=int, nargs=2, default=(1, 3), metavar=("LO", "HI"),
+        "--epochs", type=int, nargs=2, default=(1, 4), metavar=("LO", "HI"),
         help="whole epoch = (T(HI) - T(LO)) / (HI - LO) of the same command",
     )  # fmt: skip
     parser.add_argument("--workers", type=int, default=2, help="per-sample pipelines' workers")

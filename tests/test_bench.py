@@ -125,7 +125,7 @@ def test_whole_epoch_table_pairs_each_repeat_and_takes_medians_of_epochs():
     table = whole_epoch_table([ours, raw], 1, 4)
     row = next(line for line in table.splitlines() if line.startswith("| raw loop |"))
     # medians 4.0 vs 4.0; each repeat on its own: 4/4, 3/5, 4/3
-    assert "| raw loop | 4.00 | 1.00x | 1.00, 0.60, 1.33 | 900 | 1.00x | 0.8800 |" == row
+    assert row == "| raw loop | 4.00 | 1.00x | 1.00, 0.60, 1.33 | 900 | 1.00x | 0.8800 |"
     assert "| train.py | 4.00 |  |  | 900 |  | 0.8800 |" in table
 
 
