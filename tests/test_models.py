@@ -22,7 +22,7 @@ from cnnlab.models import (
     layer_rows,
     layer_table,
 )
-from cnnlab.models.blocks import BatchNorm2d, MinPool2d
+from cnnlab.models.blocks import MinPool2d
 from cnnlab.models.resnet import ResNet
 from cnnlab.models.simple_cnn import SimpleCNN
 from cnnlab.models.summary import model_title, window_out
@@ -847,7 +847,7 @@ def test_resnet_convolutions_are_he_initialised_by_fan_out():
 
 def test_the_resnet_stem_ends_in_its_activation():
     stem = ResNet((3, 32, 32), 10, activation="tanh").stem
-    assert [type(m) for m in stem] == [nn.Conv2d, BatchNorm2d, nn.Tanh]  # cnnlab's, see blocks
+    assert [type(m) for m in stem] == [nn.Conv2d, nn.BatchNorm2d, nn.Tanh]
 
 
 def test_simple_cnn_layers_are_named_and_built_as_the_deck_draws_them():
@@ -874,10 +874,7 @@ def test_lenet_batch_norm_follows_every_conv_and_dense_layer_and_the_title_names
     names = ["C1", "C1_bn", "C1_act", "S2", "C3", "C3_bn", "C3_act", "S4", "flatten"]
     names += ["F5", "F5_bn", "F5_act", "F6", "F6_bn", "F6_act", "output"]
     assert list(dict(net.named_children())) == names
-    assert [type(net.C1_bn), type(net.C3_bn)] == [
-        BatchNorm2d,
-        BatchNorm2d,
-    ]  # nn.BatchNorm2d's subclass
+    assert [type(net.C1_bn), type(net.C3_bn)] == [nn.BatchNorm2d, nn.BatchNorm2d]
     assert [type(net.F5_bn), type(net.F6_bn)] == [nn.BatchNorm1d, nn.BatchNorm1d]
     assert LeNet5((1, 28, 28), 10).title == "LeNet-5"
     assert LeNet5((1, 28, 28), 10, head="gap").title == "LeNet-5 (gap)"

@@ -52,7 +52,7 @@ class Case:
 CASES = (
     Case("`model=resnet` (also `data=`, `aug=`, `sweep=`)", (*TRAIN, "model=resnet"),
          r"^In 'train': Could not find 'model/resnet'", exit=1, one_line=False, fast=True),
-    Case("`model.dropout=1.5`", (*TRAIN, "model.dropout=1.5"), r"model.dropout=1.5 is outside \[0, 1\, fast=True)"),
+    Case("`model.dropout=1.5`", (*TRAIN, "model.dropout=1.5"), r"model.dropout=1.5 is outside \[0, 1\)", fast=True),
     Case("`model.activation=swish`", (*TRAIN, "model.activation=swish"),
          r"Unknown model.activation='swish'. Valid: relu"),
     Case("`data.batch_size=0`", (*TRAIN, "data.batch_size=0"), r"data.batch_size=0 must be a positive integer"),

@@ -28,35 +28,6 @@ class MinPool2d(nn.MaxPool2d):
 POOLS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d, "min": MinPool2d}
 
 
-def fast_in_channels_last(channels: int) -> bool:
-    """Whether PyTorch's CPU batch norm is at least as fast in channels-last as in the standard
-    layout for this many channels. It vectorises over the channels there; measured on a 2-core
-    AVX-512 CPU (forward + backward, batches of 256): 6 channels 20 ms vs 2.5 ms, 12: 16 vs 7,
-    20: 4.2 vs 2.0; 16, 24, 32, 40, 64, 96: as fast or up to 2.7x faster."""
-    return channels >= 16 and channels % 8 == 0
-
-
-class BatchNorm2d(nn.BatchNorm2d):
-    """``nn.BatchNorm2d`` that stays fast when a CPU run is in channels-last.
-
-    A layer whose width is slow in that layout (``fast_in_channels_last``; LeNet-5's C1 has 6
-    channels) normalises a standard-layout copy and hands back channels-last: the kernel and
-    the numbers of ``nn.BatchNorm2d`` on a standard input, for two copies that cost far less
-    (LeNet-5 + BN, batches of 256: 16 ms a step in channels-last against 24 ms without this and
-    18 ms in the standard layout). Same parameters and state, so checkpoints do not change.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            x.device.type == "cpu"
-            and not fast_in_channels_last(self.num_features)
-            and not x.is_contiguous()
-            and x.is_contiguous(memory_format=torch.channels_last)
-        ):
-            return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
-        return super().forward(x)
-
-
 def activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ConfigError(f"Unknown model.activation={name!r}. Valid: {', '.join(ACTIVATIONS)}.")
@@ -118,7 +89,7 @@ def conv_layers(
         ),
     ]
     if batch_norm:
-        layers.append((f"{prefix}_bn", BatchNorm2d(out_ch)))
+        layers.append((f"{prefix}_bn", nn.BatchNorm2d(out_ch)))
     layers.append((f"{prefix}_act", activation(act)))
     return layers
 

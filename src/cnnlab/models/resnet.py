@@ -20,7 +20,7 @@ from cnnlab.models import blocks as b
 
 
 def _norm(channels: int, batch_norm: bool) -> nn.Module:
-    return b.BatchNorm2d(channels) if batch_norm else nn.Identity()
+    return nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
 
 
 class BasicBlock(nn.Module):
