@@ -189,7 +189,7 @@ def whole_epoch_table(variants: list[Variant], lo: int, hi: int) -> str:
     one after another, minutes apart at most, so its ratio shows how far machine drift moves
     the median's."""
     ours = next(v for v in variants if v.name == "train.py")
-    mine = ours.epoch_s(lo, hi)
+    mine, own_repeats = ours.epoch_s(lo, hi), ours.epochs_s(lo, hi)
     rows = [
         f"| variant | epoch (s) | train.py speed vs this | each repeat | peak RSS (MB) "
         f"| train.py RSS vs this | val acc after {hi} |",
@@ -200,7 +200,7 @@ def whole_epoch_table(variants: list[Variant], lo: int, hi: int) -> str:
         speed = each = memory = ""
         if v is not ours:
             speed = f"{epoch / mine:.2f}x"
-            paired = zip(v.epochs_s(lo, hi), ours.epochs_s(lo, hi), strict=True)
+            paired = zip(v.epochs_s(lo, hi), own_repeats, strict=True)
             each = ", ".join(f"{theirs / own:.2f}" for theirs, own in paired)
             memory = f"{statistics.median(ours.rss) / rss:.2f}x"
         rows.append(
