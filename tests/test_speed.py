@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cnnlab.data.synthetic import write_mnist_like
 from cnnlab.errors import ConfigError
+from cnnlab.profiler import NoProfiler
 from cnnlab.run import build, cpu_threads, train
 
 from .conftest import QUICK, make_cfg, subprocess_env
@@ -229,6 +231,34 @@ def test_the_final_figure_is_not_drawn_twice(mnist_dir, tmp_path):
 def test_a_bad_figure_rate_is_refused(value, mnist_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"callbacks.diagnostics.every_n_epochs=.*>= 1"):
         train(make_cfg(tmp_path, mnist_dir, f"callbacks.diagnostics.every_n_epochs={value}"))
+
+
+class _SeeProfiler(pl.Callback):
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        self.seen.append(trainer.profiler)
+
+
+def test_a_run_profiles_nothing_unless_asked_then_reports_each_batch_in_the_run(
+    mnist_dir, tmp_path
+):
+    plain = _SeeProfiler()
+    train(make_cfg(tmp_path / "plain", mnist_dir, *QUICK, "trainer.max_epochs=1"), [plain])
+    assert len(plain.seen) == 10 and all(type(p) is NoProfiler for p in plain.seen)
+    assert not list((tmp_path / "plain").rglob("*profile*"))
+
+    asked = _SeeProfiler()
+    cfg = make_cfg(tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=2", "trainer.profiler=simple")
+    train(cfg, [asked])
+    rows = {
+        cells[1].strip(): cells[3].strip()  # action -> number of calls
+        for line in (tmp_path / "run" / "fit-profile.txt").read_text().splitlines()
+        if len(cells := line.split("|")) > 4
+    }
+    assert rows["run_training_batch"] == "20"  # 2 epochs of 10 batches, each timed
+    assert rows["[Callback]_SeeProfiler.on_train_batch_end"] == "20"
 
 
 def test_parallel_sweep_jobs_get_a_fair_share_of_the_cores(monkeypatch, mnist_dir, tmp_path):

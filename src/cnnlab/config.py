@@ -19,6 +19,7 @@ from cnnlab.errors import CnnlabError, ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "conf"
+PROFILERS = ("simple", "advanced", "pytorch")  # Lightning's names for its profilers
 
 # conf/paths/default.yaml anchors outputs/ and data/ at the project, not at the current
 # directory, so `python ../train.py` from anywhere writes to the same place.
@@ -96,10 +97,19 @@ def validate(cfg: DictConfig) -> None:
             f"channels_last={layout!r} must be true, false or auto (auto: channels-last "
             f"memory format where it was measured faster: CPU, convolutions, no narrow batch norm)."
         )
+    check_profiler(OmegaConf.select(cfg, "trainer.profiler"))
     seed = OmegaConf.select(cfg, "seed")
     # numpy's generators take seeds in [0, 2**32), and seed_everything seeds numpy
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
         raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**32) (e.g. seed=0).")
+
+
+def check_profiler(name: object) -> None:
+    if name is not None and name not in PROFILERS:
+        raise ConfigError(
+            f"trainer.profiler={name!r} is not a profiler: use one of {', '.join(PROFILERS)} "
+            f"(e.g. trainer.profiler=simple for the time spent in each hook), or null for none."
+        )
 
 
 def create(node: Any, **kwargs: Any) -> Any:

@@ -39,6 +39,7 @@ from cnnlab.errors import CheckpointError, ConfigError, DiskFull
 from cnnlab.lit import ImageClassifier
 from cnnlab.metrics import per_class_accuracy
 from cnnlab.models import check_forward, count_params, layer_table, model_title
+from cnnlab.profiler import make_profiler
 from cnnlab.record import (
     EVAL_METRICS_FILE,
     checkpoint_dir,
@@ -293,6 +294,7 @@ def _train(
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
         plugins=[AtomicCheckpointIO()],
+        profiler=make_profiler(cfg.trainer.get("profiler"), output_dir),
     )
 
     metrics: dict[str, Any] = {

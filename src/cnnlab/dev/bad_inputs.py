@@ -64,6 +64,8 @@ CASES = (
          r"trainer.limit_train_batches=0 must be a positive"),
     Case("`trainer.gradient_clip_val=-1`", (*TRAIN, "trainer.gradient_clip_val=-1"),
          r"trainer.gradient_clip_val=-1 must be a positive number"),
+    Case("`trainer.profiler=simpel`", (*TRAIN, "trainer.profiler=simpel"),
+         r"trainer.profiler='simpel' is not a profiler: use one of simple, advanced, pytorch"),
     Case("`data.num_workers=-1`", (*TRAIN, "data.num_workers=-1"), r"data.num_workers=-1 must be an integer >= 0"),
     Case("`data.val_size=59999` (of 600 training images here)", (*TRAIN, "data.val_size=59999"),
          r"data.val_size=59999 must be a count in \[1, 600\)"),
