@@ -143,9 +143,14 @@ def test_tensorboard_events_hold_the_curves(trained):
 def test_eval_reproduces_the_test_accuracy(trained, tmp_path):
     cfg, metrics = trained
     ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt"
-    eval_cfg = make_cfg(tmp_path, Path(cfg.data.data_dir), f"ckpt_path={ckpt}", config="eval")
+    eval_cfg = make_cfg(
+        tmp_path, Path(cfg.data.data_dir), f"ckpt_path={ckpt}", "trainer.profiler=simple",
+        config="eval",
+    )  # fmt: skip
     result = evaluate(eval_cfg)
     assert result["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    # profiled as asked, into its own folder, without changing what it measures
+    assert "SingleDeviceStrategy.test_step" in (tmp_path / "run" / "test-profile.txt").read_text()
     assert (
         json.loads((tmp_path / "run" / "eval_metrics.json").read_text())["test/acc"]
         == result["test/acc"]

@@ -419,7 +419,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     # the trainer group's settings (accelerator, precision, limit_test_batches...), one device,
     # no logger or checkpoints: evaluation writes only its own files
     trainer: pl.Trainer = create(
-        cfg.trainer, devices=1, logger=False, callbacks=[], enable_checkpointing=False
+        cfg.trainer,
+        devices=1,
+        logger=False,
+        callbacks=[],
+        enable_checkpointing=False,
+        profiler=make_profiler(cfg.trainer.get("profiler"), output_dir),
     )
     trainer.test(model, datamodule=datamodule, verbose=False)
     metrics = {
