@@ -28,7 +28,8 @@ class NoProfiler(PassThroughProfiler):
 
 
 def make_profiler(name: str | None, output_dir: Path) -> Profiler:
-    """The profiler ``trainer.profiler`` names; its report lands in the run as fit-profile.txt."""
+    """The profiler ``trainer.profiler`` names; its report lands in ``output_dir`` as
+    ``fit-profile.txt`` (train.py) or ``test-profile.txt`` (eval.py)."""
     check_profiler(name)
     if name is None:
         return NoProfiler()
