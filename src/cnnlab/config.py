@@ -19,7 +19,12 @@ from cnnlab.errors import CnnlabError, ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "conf"
-PROFILERS = ("simple", "advanced", "pytorch")  # Lightning's names for its profilers
+# trainer.profiler's values: Lightning's names for its profilers -> their classes there
+PROFILERS = {
+    "simple": "SimpleProfiler",
+    "advanced": "AdvancedProfiler",
+    "pytorch": "PyTorchProfiler",
+}
 
 # conf/paths/default.yaml anchors outputs/ and data/ at the project, not at the current
 # directory, so `python ../train.py` from anywhere writes to the same place.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pytorch_lightning.profilers import PassThroughProfiler, Profiler
 
-from cnnlab.config import check_profiler
+from cnnlab.config import PROFILERS, check_profiler
 
 _NOTHING = nullcontext()  # re-entrant and stateless: one instance serves every call
 
@@ -36,9 +36,5 @@ def make_profiler(name: str | None, output_dir: Path) -> Profiler:
     # imported here: the pytorch profiler pulls in torch.profiler, which a plain run never needs
     from pytorch_lightning import profilers
 
-    kind = {
-        "simple": profilers.SimpleProfiler,
-        "advanced": profilers.AdvancedProfiler,
-        "pytorch": profilers.PyTorchProfiler,
-    }[name]
+    kind = getattr(profilers, PROFILERS[name])  # a checked name: one of the table's classes
     return kind(dirpath=output_dir, filename="profile")
