@@ -259,6 +259,15 @@ def test_a_run_profiles_nothing_unless_asked_then_reports_each_batch_in_the_run(
     }
     assert rows["run_training_batch"] == "20"  # 2 epochs of 10 batches, each timed
     assert rows["[Callback]_SeeProfiler.on_train_batch_end"] == "20"
+    # the batch hooks a callback overrides are called at every batch; those it only inherits
+    # from pl.Callback (no-ops) are not dispatched at all, Lightning's own callbacks' included
+    assert rows["[Callback]TQDMProgressBar.on_train_batch_end"] == "20"
+    assert rows["[Callback]LearningRateMonitor.on_train_batch_start"] == "20"
+    called = {action.split("]", 1)[1] for action in rows if action.startswith("[Callback]")}
+    for hook in ("on_before_backward", "on_after_backward", "on_before_zero_grad"):
+        assert not [c for c in called if c.endswith("." + hook)], hook
+    assert "_SeeProfiler.on_train_batch_start" not in called
+    assert "_SeeProfiler.on_train_epoch_end" in called  # epoch hooks are not touched
 
 
 def test_parallel_sweep_jobs_get_a_fair_share_of_the_cores(monkeypatch, mnist_dir, tmp_path):

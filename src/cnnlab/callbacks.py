@@ -37,6 +37,38 @@ def tensorboard(trainer: pl.Trainer):
     return None
 
 
+# The callback hooks Lightning calls at every batch: 6 a training step, 2 an evaluation batch
+BATCH_HOOKS = (
+    "on_train_batch_start",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+    "on_train_batch_end",
+    "on_validation_batch_start",
+    "on_validation_batch_end",
+    "on_test_batch_start",
+    "on_test_batch_end",
+    "on_predict_batch_start",
+    "on_predict_batch_end",
+)
+
+
+def skip_inherited_batch_hooks(callbacks: list[pl.Callback]) -> None:
+    """Let Lightning skip the batch hooks a callback only inherits from ``pl.Callback``.
+
+    Lightning calls every callback at every batch hook, overridden or not, and each call
+    formats a profiler action name and enters a context first: ~2 us, so 8 callbacks x 6 hooks
+    cost ~0.09 ms a training step (a sixth of Lightning's whole loop between a small net's
+    steps). Its dispatcher skips a hook attribute that is not callable, so an inherited no-op
+    is shadowed by None on the instance; hooks a callback overrides are left alone.
+    """
+    for callback in callbacks:
+        for hook in BATCH_HOOKS:
+            if getattr(type(callback), hook, None) is getattr(pl.Callback, hook):
+                setattr(callback, hook, None)
+
+
 class SamplePreview(pl.Callback):
     """Logs training samples once, at the start: the first row as stored, then augmented draws."""
 

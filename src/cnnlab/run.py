@@ -24,7 +24,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from cnnlab.callbacks import EMA, InterruptCheckpoint
+from cnnlab.callbacks import EMA, InterruptCheckpoint, skip_inherited_batch_hooks
 from cnnlab.checkpoint import (
     AtomicCheckpointIO,
     RunInfo,
@@ -296,6 +296,7 @@ def _train(
         plugins=[AtomicCheckpointIO()],
         profiler=make_profiler(cfg.trainer.get("profiler"), output_dir),
     )
+    skip_inherited_batch_hooks(trainer.callbacks)  # Lightning's own (ModelSummary) included
 
     metrics: dict[str, Any] = {
         "status": "running",
