@@ -43,4 +43,6 @@ def test_every_relative_link_names_a_file_and_heading_that_exist(doc):
         assert target.exists(), f"{doc} links to {path}, which does not exist"
         if anchor:
             headings = re.findall(r"^#+ (.+)$", target.read_text(), flags=re.M)
-            assert anchor in {_anchor(h) for h in headings}, f"{doc}: no heading #{anchor} in {path}"
+            assert anchor in {_anchor(h) for h in headings}, (
+                f"{doc}: no heading #{anchor} in {path}"
+            )
