@@ -15,6 +15,7 @@ import torch
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from cnnlab.callbacks import BATCH_HOOKS, skip_inherited_batch_hooks
 from cnnlab.data.synthetic import write_mnist_like
 from cnnlab.errors import ConfigError
 from cnnlab.profiler import NoProfiler
@@ -268,6 +269,24 @@ def test_a_run_profiles_nothing_unless_asked_then_reports_each_batch_in_the_run(
         assert not [c for c in called if c.endswith("." + hook)], hook
     assert "_SeeProfiler.on_train_batch_start" not in called
     assert "_SeeProfiler.on_train_epoch_end" in called  # epoch hooks are not touched
+
+
+def test_only_batch_hooks_a_callback_inherits_unchanged_are_skipped():
+    class Mixin:
+        def on_after_backward(self, trainer, pl_module):
+            pass
+
+    class Mine(Mixin, pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            pass
+
+    mine = Mine()
+    mine.on_validation_batch_end = print  # set on the instance: the user's own, kept
+    skip_inherited_batch_hooks([mine])
+    kept = {h for h in BATCH_HOOKS if getattr(mine, h) is not None}
+    assert kept == {"on_after_backward", "on_train_batch_end", "on_validation_batch_end"}
+    assert mine.on_validation_batch_end is print
+    assert mine.on_train_epoch_end is not None  # not a batch hook: never touched
 
 
 def test_parallel_sweep_jobs_get_a_fair_share_of_the_cores(monkeypatch, mnist_dir, tmp_path):
