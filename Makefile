@@ -4,9 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NB_STAMP := $(VENV)/.notebooks
+BROWSER_STAMP := $(VENV)/.browser
 
 .DEFAULT_GOAL := help
-.PHONY: help install os-datasets data train test test-full test-notebooks mutation mutation-score bench lint format tensorboard clean
+.PHONY: help install os-datasets data train test test-full browser demo test-notebooks mutation mutation-score bench lint format tensorboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -19,22 +20,25 @@ $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory os-datasets
 	@touch $(STAMP)
 
-# Debian ships the full Fashion-MNIST (dataset-fashion-mnist) under /usr/share/datasets;
-# install it where apt-get can be used without a password, otherwise say how.
+# apt-get install $(1) where apt-get can be used without a password; otherwise say how.
+# $(2): what is done without it (the end of a sentence)
+define apt_install
+if ! command -v apt-get >/dev/null 2>&1; then \
+  echo "$(1): no apt-get here; $(2)"; \
+elif [ "$$(id -u)" = 0 ]; then \
+  (apt-get update -qq && apt-get install -y -qq $(1)) || echo "$(1): apt-get failed; $(2)"; \
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+  (sudo apt-get update -qq && sudo apt-get install -y -qq $(1)) || echo "$(1): apt-get failed; $(2)"; \
+else \
+  echo "$(1): run 'sudo apt-get install $(1)'; $(2)"; \
+fi
+endef
+
+# Debian ships the full Fashion-MNIST (dataset-fashion-mnist) under /usr/share/datasets
 os-datasets:
 	@if dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then \
 	  echo "Fashion-MNIST: Debian package installed (offline)"; \
-	elif ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "Fashion-MNIST: no apt-get here; it will be downloaded on first use (or run: make data)"; \
-	elif [ "$$(id -u)" = 0 ]; then \
-	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) \
-	    || echo "Fashion-MNIST: apt-get failed; it will be downloaded on first use"; \
-	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
-	  (sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist) \
-	    || echo "Fashion-MNIST: apt-get failed; it will be downloaded on first use"; \
-	else \
-	  echo "Fashion-MNIST offline: run 'sudo apt-get install dataset-fashion-mnist'"; \
-	fi
+	else $(call apt_install,dataset-fashion-mnist,Fashion-MNIST will be downloaded on first use (or run: make data)); fi
 
 data: $(STAMP)  ## fetch and verify datasets ahead of time (DATASETS="mnist cifar10" to choose)
 	$(BIN)/python scripts/prepare_data.py $(DATASETS)
@@ -45,9 +49,23 @@ train: $(STAMP)  ## train LeNet-5 on Fashion-MNIST (works offline)
 test: $(STAMP)  ## the fast test suite (what CI runs)
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test-full: $(STAMP)  ## every test, including long trainings and the notebooks
+test-full: $(STAMP) browser  ## every test, including long trainings, the browser test and the notebooks
 	$(BIN)/python -m pytest -q
 	@$(MAKE) --no-print-directory test-notebooks
+
+# The demo page's extra (Gradio, Playwright) and Debian's chromium, which the browser test drives
+# (Playwright's own browser download needs the internet); installed on first use, not by install
+$(BROWSER_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --disable-pip-version-check -e ".[demo]"
+	@touch $(BROWSER_STAMP)
+
+browser: $(BROWSER_STAMP)  ## the demo extra and Debian's chromium, for the browser test (make test-full)
+	@if command -v chromium >/dev/null 2>&1; then \
+	  echo "chromium: $$(chromium --version 2>/dev/null | head -1)"; \
+	else $(call apt_install,chromium,the browser test will be skipped); fi
+
+demo: $(BROWSER_STAMP)  ## the demo page in the browser: make demo CKPT=<run>/checkpoints/best.ckpt
+	$(BIN)/python scripts/demo.py ckpt_path=$(CKPT) $(ARGS)
 
 # Jupyter (nbmake, ipykernel) is the optional `notebooks` extra, installed on first use
 $(NB_STAMP): $(STAMP) pyproject.toml

@@ -116,7 +116,6 @@ class Prediction:
         return [(self.classes[j], float(q)) for q, j in zip(p, i, strict=True)]
 
 
-@torch.no_grad()
 def predict(
     ckpt_path: str | Path,
     image: str | Path | Image.Image,
@@ -128,16 +127,41 @@ def predict(
     """Top classes of an image file; with ``cam`` also the Grad-CAM map (saliency for a net
     without convolutions) of the top class or of ``cam_class``, at ``cam_layer`` (default
     the last conv layer)."""
+    check_invert(invert)
+    model, info = load_classifier(ckpt_path)
+    check_class(info, cam_class)
+    img = image if isinstance(image, Image.Image) else open_image(image)
+    return classify(model, info, img, invert, cam, cam_class, cam_layer)
+
+
+def check_invert(invert: str) -> None:
     if invert not in ("auto", "true", "false"):
         raise CnnlabError(f"invert={invert!r}: use invert=auto, invert=true or invert=false.")
-    model, info = load_classifier(ckpt_path)
-    classes = list(info["classes"])
-    if cam_class and cam_class not in classes:
+
+
+def check_class(info: dict, cam_class: str | None) -> None:
+    if cam_class and cam_class not in info["classes"]:
         raise CnnlabError(
             f"cam_class={cam_class!r} is not a class of this checkpoint; its classes: "
-            f"{', '.join(classes)}."
+            f"{', '.join(info['classes'])}."
         )
-    img = image if isinstance(image, Image.Image) else open_image(image)
+
+
+@torch.no_grad()
+def classify(
+    model: torch.nn.Module,
+    info: dict,
+    img: Image.Image,
+    invert: str = "auto",
+    cam: bool = False,
+    cam_class: str | None = None,
+    cam_layer: str | None = None,
+) -> Prediction:
+    """``predict`` with the checkpoint already loaded (``load_classifier``): the demo page
+    loads it once and classifies every drawing with it."""
+    check_invert(invert)
+    check_class(info, cam_class)
+    classes = list(info["classes"])
     prepared = prepare_input(img, info, invert)
     x = normalize(prepared.image, *input_normalization(info))
     probs = model(x).softmax(dim=1)[0]

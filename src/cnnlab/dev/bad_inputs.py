@@ -115,6 +115,8 @@ CASES = (
          r"was trained on mnist .* cannot be tested on cifar10", fast=True),
     Case("`predict.py image=notes.txt`", ("scripts/predict.py", "ckpt_path={ckpt}", "image={notes}"),
          r"notes.txt is not an image that can be read"),
+    Case("`demo.py port=70000`", ("scripts/demo.py", "ckpt_path={ckpt}", "port=70000"),
+         r"port=70000 must be an integer in \[1, 65535\]"),
     Case("a 1x1 image in `kernels.py`", ("scripts/kernels.py", "image={dot}", "out_dir={fresh}"),
          r"is 1x1 pixels; the 3x3 kernels need 3x3 or more"),
     Case("`image=` a folder", ("scripts/kernels.py", "image={empty}", "out_dir={fresh}"), r"is a folder; give one image file"),
