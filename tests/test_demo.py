@@ -145,6 +145,18 @@ def test_feature_maps_of_a_chosen_conv_layer(demo, photo):
         demo.look(img, cam_class="cat")
 
 
+def test_an_mlp_gets_saliency_and_no_feature_maps(tmp_path, photo):
+    cfg, _ = tiny_run(
+        tmp_path, "model=mlp", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+        "logger=none",
+    )  # fmt: skip
+    mlp = Demo(Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt")
+    look = mlp.look(Image.open(photo))
+    assert mlp.layers == [] and look.maps is None and look.maps_picture() is None
+    assert look.prediction.explanation.method == "saliency"
+    assert look.cam_picture().shape[2] == 3
+
+
 def test_a_drawing_is_ink_on_white_paper(demo, tiny, tmp_path):
     # the sketchpad's strokes on its transparent canvas, as Gradio sends them
     strokes = np.zeros((280, 280, 4), np.uint8)

@@ -31,13 +31,15 @@ INSTALL = 'pip install "cnnlab[demo]"'
 TOP = 5
 SEEN_UPSCALE = 8  # a 28x28 input shown at 224x224, its pixels kept square
 CANVAS = 280  # the sketchpad's side in pixels: ten canvas pixels per MNIST pixel
+BRUSH = 18  # about a pen stroke of MNIST's, once the drawing is fitted into 20 of 28 pixels
+# the pad opens with its pen in hand: a student draws at once, without first finding the
+# brush among the tools (polled for: the pad's canvas is drawn after the page loads)
 PEN_IN_HAND = """() => {
   const ready = () => document.querySelector("#sketchpad canvas");
   const pen = () => document.querySelector("#sketchpad button[aria-label=Brush]");
   const poll = setInterval(() => { if (ready() && pen()) { pen().click(); clearInterval(poll); } }, 100);
   setTimeout(() => clearInterval(poll), 30000);
 }"""
-BRUSH = 18  # about a pen stroke of MNIST's, once the drawing is fitted into 20 of 28 pixels
 
 
 @dataclass
@@ -210,8 +212,6 @@ def page(demo: Demo):
         upload.change(from_upload, [upload, *choices], [current, *outputs], api_name="upload")
         for choice in choices:
             choice.change(show, [current, *choices], outputs, api_visibility="private")
-        # the pad opens with its pen in hand: a student draws at once, without first finding
-        # the brush among the tools (once the pad's canvas is there: it is drawn after load)
         blocks.load(None, js=PEN_IN_HAND)
     return blocks
 
