@@ -237,7 +237,12 @@ def test_checkpoint_of_other_classes_of_the_same_shape_is_refused(reference, tmp
     write_mnist_like(tmp_path / "data", "fashion_mnist", n_train=600, n_test=200)
     ckpt = Path(reference["run_dir"]) / "checkpoints" / "best.ckpt"
     cfg = make_cfg(
-        tmp_path, tmp_path / "data", f"ckpt_path={ckpt}", "data=fashion_mnist", config="eval"
+        tmp_path,
+        tmp_path / "data",
+        f"ckpt_path={ckpt}",
+        "data=fashion_mnist",
+        "data.val_size=100",
+        config="eval",
     )
     with pytest.raises(CheckpointError) as err:
         evaluate(cfg)
