@@ -11,13 +11,23 @@ import pytest
 from PIL import Image
 
 from cnnlab.config import compose_config
-from cnnlab.data.formats import write_idx
+from cnnlab.data.formats import CACHE_DIR_ENV, write_idx
 from cnnlab.data.sources import ensure_dataset
 from cnnlab.data.specs import get_spec
 from cnnlab.data.synthetic import make_images, write_cifar_like, write_mnist_like, write_synthetic
 from cnnlab.dev import subprocess_env  # noqa: F401  (tests import it from here)
 
 FASHION_MIRROR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """cnnlab's per-user cache (the md5 sums it has checked) in a temporary folder, not the
+    user's ~/.cache; subprocesses inherit it."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv(CACHE_DIR_ENV, str(tmp_path_factory.mktemp("cnnlab-cache")))
+    yield
+    patch.undo()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -449,3 +450,218 @@ def test_the_smallest_settings_are_accepted_and_a_fifth_is_carved_for_testing_by
     root = write_folder(tmp_path / "imgs", per_class=5)  # 15 images: 3 to test
     dm = _dm(root, image_size=1, channels=1, val_size=1)
     assert dm.input_shape == (1, 1, 1) and dm.spec.test_size == 3
+
+
+# ----------------------------------------------------------------------------- links (issue 33)
+
+
+def test_a_link_loop_inside_a_class_folder_counts_each_image_once(tmp_path, caplog):
+    from cnnlab.data.folder import scan_folder
+
+    root = write_folder(tmp_path / "imgs", per_class=8)  # 24 images
+    (root / "circle" / "up").symlink_to(root, target_is_directory=True)  # back up to the root
+    (root / "cross" / "here").symlink_to(".", target_is_directory=True)  # to itself
+    (root / "stripes" / "sub").mkdir()
+    (root / "stripes" / "sub" / "back").symlink_to("..", target_is_directory=True)
+    (root / "stripes" / "again.png").symlink_to("0.png")  # a second name of one file
+    with caplog.at_level("WARNING", logger="cnnlab.data.folder"):
+        layout = scan_folder(root)
+    assert len(layout.train) == 24
+    assert [label for _, label in layout.train] == [0] * 8 + [1] * 8 + [2] * 8
+    assert len({p.resolve() for p, _ in layout.train}) == 24
+    assert f"Not walking {root / 'circle' / 'up'} again" in caplog.text
+    dm = _dm(root, val_size=2, test_size=4)
+    assert dm.spec.train_size + dm.spec.test_size == 24
+
+
+def test_two_links_to_one_folder_list_it_once(tmp_path):
+    from cnnlab.data.folder import scan_folder
+
+    root, shared = tmp_path / "imgs", tmp_path / "shared"
+    write_folder(root, per_class=2)
+    write_folder(shared, per_class=3)
+    (root / "cross" / "x").symlink_to(shared / "cross", target_is_directory=True)
+    (root / "cross" / "y").symlink_to(shared / "cross", target_is_directory=True)
+    layout = scan_folder(root)
+    crosses = [str(p.relative_to(root)) for p, label in layout.train if label == 1]
+    assert crosses == ["cross/0.png", "cross/1.png", *(f"cross/x/{i}.png" for i in range(3))]
+
+
+def test_a_dangling_link_is_named_in_one_line(tmp_path):
+    from cnnlab.data.folder import scan_folder
+
+    root = write_folder(tmp_path / "imgs", per_class=2)
+    link = root / "circle" / "gone.png"
+    link.symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(DataError) as err:
+        scan_folder(root)
+    assert str(err.value) == (
+        f"{link} is a link to {tmp_path / 'nowhere.png'}, which cannot be opened (No such file "
+        f"or directory). Remove the link or restore what it points to."
+    )
+
+
+def test_one_file_in_two_classes_is_refused(tmp_path):
+    from cnnlab.data.folder import scan_folder
+
+    root = write_folder(tmp_path / "imgs", per_class=2)
+    os.link(root / "circle" / "0.png", root / "stripes" / "9.png")  # a hard link: one file
+    with pytest.raises(DataError, match=r"stripes/9.png is the same file as .*circle/0.png, in"):
+        scan_folder(root)
+
+
+# ----------------------------------------------------------------------------- cache by content
+
+
+def test_an_edit_keeping_size_and_mtime_is_decoded_afresh(tmp_path, monkeypatch):
+    """An uncompressed BMP edited in place keeps its size; os.utime restores its time."""
+    root = write_folder(tmp_path / "imgs", per_class=3)
+    bmp = root / "cross" / "plain.bmp"
+    Image.new("RGB", (32, 32), (0, 0, 0)).save(bmp)
+    first = _dm(root, test_size=3, val_size=1)
+    first.setup()
+    before = bmp.stat()
+    Image.new("RGB", (32, 32), (255, 255, 255)).save(bmp)
+    os.utime(bmp, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (bmp.stat().st_size, bmp.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    fresh = _dm(root, test_size=3, val_size=1)
+    fresh.setup()
+    white = torch.full((3, 32, 32), 255, dtype=torch.uint8)
+    images = [fresh.train_set.images, fresh.test_set.images]  # every image, in some split
+    assert any(torch.equal(img, white) for img in torch.cat(images))
+    assert len(list((tmp_path / "data" / "folder-cache").glob("*.pt"))) == 2
+
+
+def test_the_cache_key_is_the_files_content_hashed_in_order(tmp_path):
+    import hashlib
+
+    from cnnlab.data.folder import content_digests
+
+    files = []
+    for i in range(300):  # several threads' shares
+        files.append(tmp_path / f"{i}.png")
+        files[-1].write_bytes(bytes([i % 7]) * (i % 5) * 1000)
+    expected = [hashlib.sha256(f.read_bytes()).digest() for f in files]
+    assert content_digests(files) == expected and expected[0] == expected[35]
+
+
+# ----------------------------------------------------------------------------- classes by name
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    """A real LeNet-5 trained on a folder (classes circle, cross, stripes: the folder names)."""
+    tmp = tmp_path_factory.mktemp("folder_run")
+    root = write_folder(tmp / "imgs", per_class=12)
+    cfg = make_cfg(
+        tmp,
+        tmp / "data",
+        "data=folder",
+        f"data.root={root}",
+        "model=lenet",
+        "data.batch_size=8",
+        "optimizer.lr=0.003",
+        "trainer.max_epochs=4",
+        "logger=none",
+    )
+    metrics = train(cfg)
+    return root, tmp / "run" / "checkpoints" / "best.ckpt", metrics
+
+
+def _reordered(ckpt: Path, order: list[int], out: Path) -> Path:
+    """The same net with its classes in another order: the output layer's rows and the class
+    names permuted together (what a run given data.classes in that order would have learned)."""
+    state = torch.load(ckpt, weights_only=True)
+    for key in ("net.output.weight", "net.output.bias"):
+        state["state_dict"][key] = state["state_dict"][key][order]
+    names = state["cnnlab"]["classes"]
+    state["cnnlab"]["classes"] = state["hyper_parameters"]["class_names"] = [
+        names[i] for i in order
+    ]
+    torch.save(state, out)
+    return out
+
+
+def _evaluate_folder(tmp_path, ckpt, root, *extra):
+    from cnnlab.run import evaluate
+
+    cfg = make_cfg(
+        tmp_path, tmp_path / "data", f"ckpt_path={ckpt}", "data=folder", f"data.root={root}",
+        "trainer.accelerator=cpu", *extra, config="eval",
+    )  # fmt: skip
+    return evaluate(cfg)
+
+
+def test_a_folder_is_scored_by_class_name_not_by_position(folder_run, tmp_path):
+    root, ckpt, trained = folder_run
+    assert load_checkpoint(ckpt)["cnnlab"]["classes"] == list(CLASSES)
+    assert trained["test/acc"] > 0.6  # it learned: scored by position, it would not
+    again = _evaluate_folder(tmp_path, ckpt, root)
+    assert again["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
+    # the same classes in another order (stripes, circle, cross): the same answers, by name
+    moved = _reordered(ckpt, [2, 0, 1], tmp_path / "reordered.ckpt")
+    result = _evaluate_folder(tmp_path, moved, root)
+    assert result["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
+    assert list(result["test/acc_per_class"]) == ["stripes", "circle", "cross"]
+    per_class = again["test/acc_per_class"]
+    assert result["test/acc_per_class"] == {k: per_class[k] for k in ("stripes", "circle", "cross")}
+
+
+def test_a_folder_of_other_class_names_is_refused_listing_both(folder_run, tmp_path):
+    root, ckpt, _ = folder_run
+    other = tmp_path / "other"
+    for old, new in (("circle", "ring"), ("cross", "cross"), ("stripes", "bars")):
+        shutil.copytree(root / old, other / new)
+    with pytest.raises(DataError) as err:
+        _evaluate_folder(tmp_path, ckpt, other)
+    assert str(err.value) == (
+        f"{other} has class folders bars, cross, ring but the model's classes (data.classes) are "
+        f"circle, cross, stripes (unknown bars, ring; missing circle, stripes). Name the class "
+        f"folders as the model's classes; data.classes_subset=true accepts folders for some of "
+        f"them only."
+    )
+
+
+def test_a_subset_of_the_classes_is_scored_when_asked_for(folder_run, tmp_path):
+    root, ckpt, _ = folder_run
+    part = tmp_path / "part"
+    for kind in ("cross", "stripes"):
+        shutil.copytree(root / kind, part / kind)
+    ckpt = _reordered(ckpt, [2, 0, 1], tmp_path / "reordered.ckpt")  # stripes, circle, cross
+    with pytest.raises(DataError, match=r"\(missing circle\)"):
+        _evaluate_folder(tmp_path, ckpt, part, "data.test_size=8")
+    result = _evaluate_folder(tmp_path, ckpt, part, "data.test_size=8", "data.classes_subset=true")
+    cm = torch.tensor(result["test/confusion_matrix"])
+    assert cm.sum() == 8 and cm[1].sum() == 0  # no circle among the test images
+    # labels by name: each row is the true class of the checkpoint's order
+    names = ["stripes", "circle", "cross"]
+    dm = _dm(part, classes=names, classes_subset=True, test_size=8, val_size=0.1)
+    dm.setup()
+    assert cm.sum(dim=1).tolist() == torch.bincount(dm.test_set.labels, minlength=3).tolist()
+    assert result["test/acc"] == pytest.approx(float(cm.diag().sum() / cm.sum()), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"classes": "cat"}, r"^data\.classes='cat' must be a list of distinct class names"),
+        ({"classes": ["a", "a"]}, r"^data\.classes=\['a', 'a'\] must be a list of distinct"),
+        ({"classes": []}, r"^data\.classes=\[\] must be a list"),
+        ({"classes_subset": "yes"}, r"^data\.classes_subset='yes' must be true or false\.$"),
+    ],
+)
+def test_bad_class_lists_are_config_errors(tmp_path, kwargs, match):
+    write_folder(tmp_path / "imgs", per_class=2)
+    with pytest.raises(ConfigError, match=match):
+        _dm(tmp_path / "imgs", val_size=1, **kwargs)
+
+
+def test_a_root_whose_name_is_not_utf8_is_refused_in_one_line(tmp_path):
+    """A name of other bytes (Latin-1's 0xff) reaches Python as a lone surrogate; written into
+    the model summary it would end the run in a UnicodeEncodeError after the data was read."""
+    name = os.fsencode(tmp_path) + b"/photos-\xff"
+    root = Path(os.fsdecode(name))
+    write_folder(root, per_class=2)
+    with pytest.raises(ConfigError) as err:
+        _dm(root, val_size=1)
+    assert str(err.value).startswith(f"data.root={name!r} is not UTF-8 text, and cnnlab writes")

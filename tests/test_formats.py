@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import pickle
+import re
 import shutil
 import struct
 import warnings
@@ -109,18 +111,160 @@ def test_md5_is_checked_once_and_again_when_a_file_changes(tiny_cifar, monkeypat
     assert hashed == ["data_batch_3"]
 
 
-def test_a_forged_or_broken_verification_cache_is_not_trusted(tiny_cifar):
-    from cnnlab.data.formats import VERIFIED_FILE
+def test_a_broken_verification_record_is_not_trusted(tiny_cifar):
+    from cnnlab.data.formats import _record_path
 
     folder = tiny_cifar / "cifar-10-batches-py"
     ensure_dataset("cifar10", tiny_cifar, mirrors=[], download=False)
     batch = folder / "test_batch"
-    batch.write_bytes(batch.read_bytes()[:-10])  # truncated: another size than the cache's
+    batch.write_bytes(batch.read_bytes()[:-10])  # truncated: another size than the record's
     with pytest.raises(DataError, match=r"test_batch failed its integrity check"):
         ensure_dataset("cifar10", tiny_cifar, mirrors=[], download=False)
-    (folder / VERIFIED_FILE).write_text("[not, a, dict")
+    _record_path(folder).write_text("[not, a, dict")
     with pytest.raises(DataError, match=r"test_batch failed its integrity check"):
         ensure_dataset("cifar10", tiny_cifar, mirrors=[], download=False)
+
+
+class _Opens:
+    """Unpickling this opens (creates) ``marker``: what a crafted batch could do with os.system."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _crafted_batch(path: Path, marker: Path) -> None:
+    """A batch laid out as the real ones, whose images would run code when unpickled."""
+    entry = pickle.loads(path.read_bytes())
+    entry["data"] = _Opens(marker)
+    path.write_bytes(pickle.dumps(entry, protocol=2))
+
+
+def test_a_data_folder_cannot_forge_its_way_past_the_md5_check(data_dir, tmp_path):
+    """A folder carrying the old in-folder record (size, mtime, the official md5) of a crafted
+    batch: the record is not read, the batch is hashed and refused, and nothing runs."""
+    spec, marker = get_spec("cifar10"), tmp_path / "marker"
+    write_synthetic("cifar10", data_dir, n_train=50, n_test=20)
+    folder = spec.target_dir(data_dir)
+    _crafted_batch(folder / "data_batch_1", marker)
+    official = spec.format.known_md5()  # what the official files hash to (not patched here)
+    forged = {}
+    for name in spec.files:
+        st = (folder / name).stat()
+        forged[name] = [st.st_size, st.st_mtime_ns, official[name]]
+    (folder / ".cnnlab-verified.json").write_text(json.dumps(forged))
+    dm = ImageDataModule("cifar10", str(data_dir), val_size=10, mirrors=[], download=False)
+    with pytest.raises(DataError, match=r"data_batch_1 failed its integrity check") as err:
+        dm.prepare_data()
+        dm.setup()
+    assert "\n" not in str(err.value)
+    assert not marker.exists()
+
+
+def test_no_cifar_batch_is_unpickled_with_the_full_unpickler(data_dir, tmp_path, monkeypatch):
+    """Even a crafted batch whose md5 is trusted is read without building what it names."""
+    spec, marker = get_spec("cifar10"), tmp_path / "marker"
+    write_synthetic("cifar10", data_dir, n_train=50, n_test=20)
+    folder = spec.target_dir(data_dir)
+    _crafted_batch(folder / "data_batch_2", marker)
+    patch_md5(monkeypatch, "cifar10", {n: md5sum(folder / n) for n in spec.files})
+    dm = ImageDataModule("cifar10", str(data_dir), val_size=10, mirrors=[], download=False)
+    dm.prepare_data()  # its sum is the expected one
+    with pytest.raises(DataError) as err:
+        dm.setup()
+    assert str(err.value) == (
+        f"{folder / 'data_batch_2'} is refused: it names io.open, which a CIFAR batch never "
+        f"does (only dicts, lists, strings, ints and a uint8 array), and unpickling it could "
+        f"run code. Delete it and fetch the official file again."
+    )
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "payload,refused",
+    [
+        (b"cos\nsystem\n(S'true'\ntR.", "os.system"),
+        (
+            b"c_codecs\nencode\n(X\x01\x00\x00\x00aX\x05\x00\x00\x00rot13tR.",
+            "_codecs.encode to 'rot13'",
+        ),
+        (b"cnumpy\nload\n(S'x.npy'\ntR.", "numpy.load"),
+    ],
+)
+def test_the_cifar_unpickler_allows_numpys_array_and_nothing_else(tmp_path, payload, refused):
+    from cnnlab.data.formats import cifar_batch
+
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(b"\x80\x02" + payload)
+    with pytest.raises(DataError, match=rf"is refused: it names {re.escape(refused)}, which"):
+        cifar_batch(path, (3, 32, 32))
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        [1, 2],
+        {"labels": [0]},
+        {"data": np.zeros((2, 3072), np.float32), "labels": [0, 1]},
+        {"data": np.zeros((2, 3072), np.uint8), "labels": [0]},
+        {"data": np.zeros((2, 100), np.uint8), "labels": [0, 1]},
+        {"data": np.zeros((2, 3072), np.uint8), "labels": ["a", "b"]},
+    ],
+)
+def test_a_pickle_that_is_not_a_cifar_batch_is_named(tmp_path, entry):
+    from cnnlab.data.formats import cifar_batch
+
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps(entry, protocol=2))
+    with pytest.raises(DataError, match=r"data_batch_1 is not a CIFAR batch: it lacks 'data'"):
+        cifar_batch(path, (3, 32, 32))
+    path.write_bytes(pickle.dumps(entry, protocol=2)[:-30])
+    with pytest.raises(DataError, match=r"data_batch_1 is (not a|refused)"):
+        cifar_batch(path, (3, 32, 32))
+
+
+def test_a_checked_file_edited_to_the_same_size_and_mtime_is_hashed_again(tiny_cifar):
+    """The record of checked sums cannot be fooled by an edit that restores size and mtime
+    (os.utime): it is keyed by the file's change time too, which no program sets back."""
+    folder = tiny_cifar / "cifar-10-batches-py"
+    ensure_dataset("cifar10", tiny_cifar, mirrors=[], download=False)
+    batch = folder / "data_batch_4"
+    before = batch.stat()
+    data = bytearray(batch.read_bytes())
+    data[-30] ^= 0xFF  # one image byte: same size, still a valid pickle
+    batch.write_bytes(bytes(data))
+    os.utime(batch, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (batch.stat().st_size, batch.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    with pytest.raises(DataError, match=r"data_batch_4 failed its integrity check"):
+        ensure_dataset("cifar10", tiny_cifar, mirrors=[], download=False)
+
+
+def test_the_record_of_checked_sums_lives_in_cnnlabs_cache_not_the_data_folder(
+    tiny_cifar, tmp_path, monkeypatch
+):
+    from cnnlab.data import formats
+
+    folder = tiny_cifar / "cifar-10-batches-py"
+    before = sorted(p.name for p in folder.iterdir())
+    monkeypatch.setenv(formats.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    ensure_dataset("cifar10", tiny_cifar, mirrors=[], download=False)
+    assert sorted(p.name for p in folder.iterdir()) == before
+    (record,) = (tmp_path / "cache" / "verified").glob("*.json")
+    files = json.loads(record.read_text())["files"]
+    st = (folder / "test_batch").stat()
+    assert files["test_batch"] == [
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        md5sum(folder / "test_batch"),
+    ]
+    monkeypatch.delenv(formats.CACHE_DIR_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert formats.cache_dir() == tmp_path / "xdg" / "cnnlab"
 
 
 # ----------------------------------------------------------------------------- SVHN
@@ -174,6 +318,42 @@ def test_svhn_label_outside_1_to_10_names_the_file(data_dir, monkeypatch):
     y[5, 0] = 11
     scipy.io.savemat(data_dir / "svhn" / "train_32x32.mat", {"X": x, "y": y})
     with pytest.raises(DataError, match=r"train_32x32.mat holds label 11"):
+        get_spec("svhn").read(data_dir, train=True)
+
+
+def _matlab_object(x):
+    from scipy.io.matlab import MatlabObject
+
+    fields = np.zeros((1, 1), dtype=[("X", "O")])
+    fields[0, 0]["X"] = x
+    return MatlabObject(fields, "payload")  # a MATLAB class instance (mxOBJECT_CLASS)
+
+
+@pytest.mark.parametrize(
+    "make,found",
+    [
+        (_matlab_object, r"its X is a MatlabObject"),
+        (lambda x: {"images": x}, r"its X is a ndarray of \[\('images', 'O'\)\]"),  # a struct
+        (lambda x: np.array([x, x[:1]], dtype=object), r"its X is a ndarray of object"),  # a cell
+    ],
+)
+def test_svhn_files_holding_matlab_objects_structs_or_cells_are_refused(data_dir, make, found):
+    x, y = _write_svhn_mat(data_dir / "svhn" / "test_32x32.mat", 4, 0)
+    scipy.io.savemat(data_dir / "svhn" / "test_32x32.mat", {"X": make(x), "y": y})
+    with pytest.raises(
+        DataError, match=rf"test_32x32.mat is not a readable SVHN .mat file \({found}"
+    ):
+        get_spec("svhn").read(data_dir, train=False)
+
+
+def test_a_matlab_7_3_file_is_named_not_a_stack_trace(data_dir):
+    path = data_dir / "svhn" / "train_32x32.mat"
+    path.parent.mkdir(parents=True)
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, HDF5 schema 1.00 .".ljust(116)
+    path.write_bytes(header + b"\0" * 8 + b"\x00\x02IM" + b"\0" * 400)
+    with pytest.raises(
+        DataError, match=r"train_32x32.mat is not a readable SVHN .mat file \(Please"
+    ):
         get_spec("svhn").read(data_dir, train=True)
 
 
@@ -357,8 +537,13 @@ def test_cifar_batches_pickled_by_python_2_read_as_the_real_ones_do(data_dir, mo
     folder = spec.target_dir(data_dir)
     for name in spec.files:
         entry = pickle.loads((folder / name).read_bytes())
-        (folder / name).write_bytes(_python2_pickle(entry))
+        raw = _python2_pickle(entry)
+        # the real batches were written by numpy 1, whose array module numpy 2 moved
+        (folder / name).write_bytes(
+            raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+        )
     raw = (folder / "test_batch").read_bytes()
+    assert b"cnumpy.core.multiarray\n_reconstruct\n" in raw
     assert raw.startswith(b"\x80\x02}q\x00(U\x0bbatch_label")  # Python 2's layout
     with pytest.raises(UnicodeDecodeError):
         pickle.loads(raw)
@@ -587,27 +772,28 @@ def test_torchvisions_baseline_dataset_never_downloads(tmp_path, monkeypatch):
     assert opened == []
 
 
-def test_a_verification_cache_that_is_not_a_mapping_is_ignored(tiny_cifar):
-    from cnnlab.data.formats import VERIFIED_FILE
+def test_a_verification_record_that_is_not_a_mapping_is_ignored(tiny_cifar):
+    from cnnlab.data.formats import _record_path
 
     folder = tiny_cifar / "cifar-10-batches-py"
-    (folder / VERIFIED_FILE).write_text("[1, 2, 3]")  # valid JSON, not what was written
+    _record_path(folder).parent.mkdir(parents=True, exist_ok=True)
+    _record_path(folder).write_text("[1, 2, 3]")  # valid JSON, not what was written
     ensure_dataset("cifar10", tiny_cifar, mirrors=[], download=False)  # checked again
-    assert isinstance(json.loads((folder / VERIFIED_FILE).read_text()), dict)
+    assert isinstance(json.loads(_record_path(folder).read_text()), dict)
 
 
-def test_a_verification_cache_that_cannot_be_written_is_skipped(tiny_cifar, monkeypatch):
-    from cnnlab.data.formats import VERIFIED_FILE
+def test_a_verification_record_that_cannot_be_written_is_skipped(tiny_cifar, monkeypatch):
+    from cnnlab.data.formats import _record_path
 
     folder = tiny_cifar / "cifar-10-batches-py"
-    (folder / VERIFIED_FILE).unlink(missing_ok=True)
+    _record_path(folder).unlink(missing_ok=True)
 
     def read_only(self, *args, **kwargs):
         raise PermissionError(13, "Read-only file system", str(self))
 
     monkeypatch.setattr(Path, "write_text", read_only)
     ensure_dataset("cifar10", tiny_cifar, mirrors=[], download=False)  # no error
-    assert not (folder / VERIFIED_FILE).exists()
+    assert not _record_path(folder).exists()
 
 
 def test_synthetic_write_idx_gzips_only_when_asked_and_returns_the_file_written(tmp_path):

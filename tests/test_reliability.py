@@ -231,6 +231,28 @@ def test_checkpoint_of_another_dataset_is_refused(reference, tmp_path, tiny_cifa
         evaluate(cfg)
 
 
+def test_checkpoint_of_other_classes_of_the_same_shape_is_refused(reference, tmp_path):
+    """MNIST's digits and Fashion-MNIST's garments: the same 1x28x28 input and ten classes, so
+    every label would be scored by position, against another class's name."""
+    write_mnist_like(tmp_path / "data", "fashion_mnist", n_train=600, n_test=200)
+    ckpt = Path(reference["run_dir"]) / "checkpoints" / "best.ckpt"
+    cfg = make_cfg(
+        tmp_path,
+        tmp_path / "data",
+        f"ckpt_path={ckpt}",
+        "data=fashion_mnist",
+        "data.val_size=100",
+        config="eval",
+    )
+    with pytest.raises(CheckpointError) as err:
+        evaluate(cfg)
+    assert str(err.value) == (
+        f"{ckpt} was trained on the classes 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and cannot be tested on "
+        f"fashion_mnist, whose classes are T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, "
+        f"Shirt, Sneaker, Bag, Ankle boot; drop data= to use the checkpoint's own dataset."
+    )
+
+
 def test_ddp_two_cpu_processes(mnist_dir, tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "CNNLAB_DATA_DIR": str(mnist_dir), "PYTHONWARNINGS": "ignore"}

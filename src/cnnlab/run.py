@@ -404,6 +404,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     else:
         chosen.data_dir = data_dir
         chosen.aug = None
+        if "classes" in chosen:  # a folder: its class folders are matched to these by name
+            chosen.classes = list(info["classes"])
         datamodule = create(chosen, _recursive_=False)
     if list(datamodule.input_shape) != info["input_shape"] or len(datamodule.classes) != len(
         info["classes"]
@@ -413,6 +415,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"(input {info['input_shape']}, {len(info['classes'])} classes) and cannot be tested "
             f"on {datamodule.spec.name} (input {list(datamodule.input_shape)}); drop data= to use "
             f"the checkpoint's own dataset."
+        )
+    if list(datamodule.classes) != info["classes"]:  # scored by position, labels would lie
+        raise CheckpointError(
+            f"{cfg.ckpt_path} was trained on the classes {', '.join(info['classes'])} and cannot "
+            f"be tested on {datamodule.spec.name}, whose classes are "
+            f"{', '.join(datamodule.classes)}; drop data= to use the checkpoint's own dataset."
         )
     model.test_tta = check_tta(cfg.get("test_tta"), datamodule.spec)
     datamodule.prepare_data()

@@ -26,6 +26,11 @@ import torch
 
 from cnnlab.errors import DataError
 
+try:  # numpy >= 2 (numpy.core is a deprecated alias there)
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # pragma: no cover - numpy 1
+    from numpy.core.multiarray import _reconstruct
+
 if TYPE_CHECKING:
     from cnnlab.data.specs import DatasetSpec
 
@@ -257,11 +262,8 @@ class CifarBatches(Format):
         names = [n for n, _ in (self.tv_class.train_list if train else self.tv_class.test_list)]
         xs, ys = [], []
         for name in names:
-            with open(folder / name, "rb") as f:
-                entry = pickle.load(f, encoding="latin1")  # noqa: S301 (md5-checked, as torchvision does)
-            c, h, w = spec.shape
-            xs.append(torch.from_numpy(np.asarray(entry["data"], np.uint8).reshape(-1, c, h, w)))
-            y = torch.as_tensor(entry.get("labels", entry.get("fine_labels")), dtype=torch.long)
+            x, y = cifar_batch(folder / name, spec.shape)
+            xs.append(x)
             ys.append(check_labels(y, len(spec.classes), folder / name))
         return torch.cat(xs), torch.cat(ys)
 
@@ -296,23 +298,116 @@ class CifarBatches(Format):
         )
 
 
-# md5 sums already checked, by file size and modification time: hashing CIFAR-10's 170 MB on
-# every start costs ~0.4 s. A file replaced or touched since is hashed again.
-VERIFIED_FILE = ".cnnlab-verified.json"
+def _latin1(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as Python 3's protocol-2 pickles call it for ``bytes`` (the raw bytes
+    of a numpy array re-pickled by Python 3): to latin-1 only, no other codec is looked up."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode to {encoding!r}")
+    return text.encode("latin1")
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """Reads CIFAR's python batches without ever building anything they name but plain data.
+
+    A pickle may call any importable function while it is read, so a crafted batch could run
+    code the moment training starts. The real batches hold only dicts, lists, strings, ints
+    and a uint8 numpy array; rebuilding that array is all they ever ask for (numpy's
+    ``_reconstruct``, ``ndarray`` and ``dtype``; Python 3's protocol-2 re-pickles add
+    ``_codecs.encode`` to latin-1 for its bytes). Any other global is refused before it is
+    imported, so nothing outside this table is ever called.
+    """
+
+    ALLOWED = {
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # numpy 1's (and Python 2's)
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1,
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self.ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"global {module}.{name}") from None
+
+
+def cifar_batch(path: Path, shape: tuple[int, int, int]) -> Split:
+    """One CIFAR python batch: its images (N, C, H, W) and labels; DataError naming the file
+    if it is not one, and before anything it names is built if it would build other objects."""
+    try:
+        with open(path, "rb") as f:
+            # latin1: the real batches are Python 2 pickles, their image bytes str objects
+            entry = CifarUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as e:
+        raise DataError(
+            f"{path} is refused: it names {str(e).removeprefix('global ')}, which a CIFAR "
+            f"batch never does (only dicts, lists, strings, ints and a uint8 array), and "
+            f"unpickling it could run code. Delete it and fetch the official file again."
+        ) from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, MemoryError) as e:
+        raise DataError(
+            f"{path} is not a readable CIFAR batch ({type(e).__name__}: {e}). "
+            f"Delete it and fetch it again."
+        ) from None
+    data = entry.get("data") if isinstance(entry, dict) else None
+    labels = entry.get("labels", entry.get("fine_labels")) if isinstance(entry, dict) else None
+    size = int(np.prod(shape))
+    if not (
+        type(data) is np.ndarray
+        and data.dtype == np.uint8
+        and data.ndim == 2
+        and data.shape[1] == size
+        and isinstance(labels, list)
+        and len(labels) == len(data)
+        and all(type(v) is int for v in labels)
+    ):
+        raise DataError(
+            f"{path} is not a CIFAR batch: it lacks 'data' (N x {size} uint8) with as many "
+            f"integer 'labels'. Delete it and fetch the official file again."
+        )
+    x = torch.from_numpy(np.ascontiguousarray(data).reshape(-1, *shape))
+    return x, torch.tensor(labels, dtype=torch.long)
+
+
+# md5 sums already checked are remembered, so CIFAR-10's 170 MB are not hashed on every start
+# (~0.4 s). The record lives in cnnlab's own per-user cache, never in the data folder (a folder
+# could carry a forged one), and is keyed by what no file's content can change under: its
+# inode and its change time (ctime), which every write moves to now and no program can set
+# back (os.utime restores the modification time only). A file replaced, edited or touched
+# since is hashed again.
+CACHE_DIR_ENV = "CNNLAB_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """cnnlab's per-user cache: ``$CNNLAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/cnnlab``, else
+    ``~/.cache/cnnlab``."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cnnlab"
+
+
+def _record_path(folder: Path) -> Path:
+    key = hashlib.sha256(os.fsencode(folder.resolve())).hexdigest()[:24]
+    return cache_dir() / "verified" / f"{key}.json"
 
 
 def _verified(folder: Path) -> dict[str, list]:
-    """The cache of checked files in ``folder``; a missing or malformed cache is empty."""
+    """The files of ``folder`` whose sums were checked; a missing or malformed record is empty."""
     try:
-        cache = json.loads((folder / VERIFIED_FILE).read_text())
+        record = json.loads(_record_path(folder).read_text())
     except (OSError, ValueError):
         return {}
-    return cache if isinstance(cache, dict) else {}
+    if not isinstance(record, dict) or record.get("folder") != os.fsdecode(folder.resolve()):
+        return {}
+    files = record.get("files")
+    return files if isinstance(files, dict) else {}
 
 
 def _stamp(path: Path) -> list:
     st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def check_md5(fmt: Format, folder: Path, spec: DatasetSpec) -> None:
@@ -320,7 +415,7 @@ def check_md5(fmt: Format, folder: Path, spec: DatasetSpec) -> None:
     cache, checked = _verified(folder), {}
     for name in fmt.files:
         stamp = _stamp(folder / name)
-        if cache.get(name) == [*stamp, sums[name]]:  # unchanged since its sum was checked
+        if cache.get(name) == [*stamp, sums[name]]:  # the same file, unwritten since its check
             checked[name] = cache[name]
             continue
         got = md5sum(folder / name)
@@ -332,10 +427,13 @@ def check_md5(fmt: Format, folder: Path, spec: DatasetSpec) -> None:
             )
         checked[name] = [*stamp, got]
     if checked != cache:
-        with contextlib.suppress(OSError):  # a read-only copy is checked again next time
-            tmp = folder / f".{VERIFIED_FILE}.{os.getpid()}.part"
-            tmp.write_text(json.dumps(checked))
-            tmp.replace(folder / VERIFIED_FILE)
+        record = {"folder": os.fsdecode(folder.resolve()), "files": checked}
+        with contextlib.suppress(OSError):  # without a writable cache, files are hashed again
+            path = _record_path(folder)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+            tmp.write_text(json.dumps(record))
+            tmp.replace(path)
 
 
 # ----------------------------------------------------------------------------- SVHN .mat files
@@ -372,17 +470,26 @@ class SvhnMat(Format):
 
         path = folder / self._name(train)
         try:
-            mat = scipy.io.loadmat(path)
+            # loadmat parses; it never unpickles or calls anything a file names. Only the two
+            # arrays are read, and MATLAB objects, functions, structs and cells (object arrays
+            # or their subclasses) are refused below, never handed on
+            mat = scipy.io.loadmat(path, variable_names=("X", "y"))
+            for key in ("X", "y"):
+                value = mat[key]
+                if type(value) is not np.ndarray or value.dtype.kind not in "uif":
+                    raise TypeError(f"its {key} is a {type(value).__name__} of {value.dtype}")
             x = torch.from_numpy(np.ascontiguousarray(mat["X"].transpose(3, 2, 0, 1)))
             y = torch.from_numpy(mat["y"].astype(np.int64).reshape(-1))
         # what scipy raises depends on where a damaged file stops making sense (measured:
-        # empty MatReadError, a cut header IndexError, garbled data TypeError, cut data OSError)
+        # empty MatReadError, a cut header IndexError, garbled data TypeError, cut data
+        # OSError; a MATLAB 7.3 (HDF5) file NotImplementedError)
         except (
             ValueError,
             KeyError,
             OSError,
             IndexError,
             TypeError,
+            NotImplementedError,
             scipy.io.matlab.MatReadError,
         ) as e:
             raise DataError(

@@ -99,6 +99,12 @@ CASES = (
     Case("a truncated data file", (*TRAIN, "paths.data_dir={truncated}"), r"is truncated or corrupt: header says", fast=True),
     Case("a corrupt CIFAR-10 batch", (*TRAIN, "data=cifar10", "paths.data_dir={cifar}"),
          r"failed its integrity check \(md5"),
+    Case("a CIFAR-10 folder carrying a forged record of checked sums, and a batch that would run code",
+         (*TRAIN, "data=cifar10", "paths.data_dir={crafted_cifar}"), r"data_batch_1 failed its integrity check \(md5"),
+    Case("a link to a missing image in a class folder", (*TRAIN, "data=folder", "data.root={dangling}"),
+         r"gone.png is a link to .*, which cannot be opened \(No such file or directory\)", fast=True),
+    Case("`data.root=` a folder whose name is not UTF-8 (a Latin-1 0xff byte, quoted for Hydra)",
+         (*TRAIN, "data=folder", "data.root='{not_utf8}'"), r"data.root=b'.*\\xff' is not UTF-8 text"),
     Case("`ckpt_path=` that does not exist", (*TRAIN, "ckpt_path={run}/checkpoints/nope.ckpt"),
          r"does not exist. Checkpoints in .*: best.ckpt, last.ckpt"),
     Case("a file that is not a checkpoint", (*EVAL, "ckpt_path={not_ckpt}"), r"is not a readable PyTorch checkpoint"),
@@ -113,6 +119,9 @@ CASES = (
          r"was trained with optimizer Adam and cannot resume with SGD", fast=True),
     Case("`eval.py` on another dataset", (*EVAL, "ckpt_path={ckpt}", "data=cifar10"),
          r"was trained on mnist .* cannot be tested on cifar10", fast=True),
+    Case("`eval.py` on a folder whose class folders are not the checkpoint's classes",
+         (*EVAL, "ckpt_path={ckpt}", "data=folder", "data.root={other_classes}", "data.channels=1", "data.image_size=28"),
+         r"has class folders a, b, .* but the model's classes \(data.classes\) are 0, 1, 2", fast=True),
     Case("`predict.py image=notes.txt`", ("scripts/predict.py", "ckpt_path={ckpt}", "image={notes}"),
          r"notes.txt is not an image that can be read"),
     Case("`demo.py port=70000`", ("scripts/demo.py", "ckpt_path={ckpt}", "port=70000"),
@@ -273,6 +282,63 @@ class Workspace:
 
         write_cifar_like(self.root / "cifar", n_train=500, n_test=200)  # not the official md5
         return self.root / "cifar"
+
+    @cached_property
+    def crafted_cifar(self) -> Path:
+        """Tiny CIFAR-10 batches, the first one rebuilt to call ``print`` when unpickled, and
+        the record of checked sums cnnlab once kept beside them, forged to vouch for it."""
+        import json
+        import pickle
+
+        from cnnlab.data.formats import CifarUnpickler
+        from cnnlab.data.specs import get_spec
+        from cnnlab.data.synthetic import write_cifar_like
+
+        write_cifar_like(self.root / "crafted_cifar", n_train=50, n_test=20)
+        spec = get_spec("cifar10")
+        folder = spec.target_dir(self.root / "crafted_cifar")
+        with open(folder / "data_batch_1", "rb") as f:
+            entry = CifarUnpickler(f).load()  # (a data file is never read with pickle.load)
+        entry["data"] = _Call()
+        (folder / "data_batch_1").write_bytes(pickle.dumps(entry, protocol=2))
+        sums = spec.format.known_md5()
+        forged = {
+            n: [(folder / n).stat().st_size, (folder / n).stat().st_mtime_ns, sums[n]]
+            for n in spec.files
+        }
+        (folder / ".cnnlab-verified.json").write_text(json.dumps(forged))
+        return self.root / "crafted_cifar"
+
+    def _images(self, name: str, classes: list[str], per_class: int) -> Path:
+        from PIL import Image
+
+        for c in classes:
+            (self.root / name / c).mkdir(parents=True)
+            for i in range(per_class):
+                Image.new("L", (28, 28), 20 * i).save(self.root / name / c / f"{i}.png")
+        return self.root / name
+
+    @cached_property
+    def dangling(self) -> Path:
+        root = self._images("dangling", ["cat", "dog"], 3)
+        (root / "cat" / "gone.png").symlink_to(self.root / "deleted.png")
+        return root
+
+    @cached_property
+    def not_utf8(self) -> Path:
+        import os
+
+        root = self._images("not_utf8", ["cat", "dog"], 3)
+        named = Path(os.fsdecode(os.fsencode(root) + b"/photos-\xff"))
+        named.mkdir()
+        for c in ("cat", "dog"):
+            (root / c).rename(named / c)
+        return named
+
+    @cached_property
+    def other_classes(self) -> Path:
+        """Ten class folders, as many as MNIST's classes, under other names."""
+        return self._images("other_classes", list("abcdefghij"), 2)
 
     @cached_property
     def dot(self) -> Path:
