@@ -196,9 +196,9 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_and_the_same_command_resumes
     real_save, saves = torch.save, []
 
     def fills_the_disk(obj, f, *a, **k):  # from the third checkpoint on: half a file, ENOSPC
-        saves.append(Path(f))
+        saves.append(Path(f.name))
         if len(saves) >= 3:
-            Path(f).write_bytes(b"half a checkpoint")
+            f.write(b"half a checkpoint")
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, f, *a, **k)
 
@@ -230,3 +230,25 @@ def test_last_ckpt_is_written_every_epoch_even_when_val_acc_does_not_improve(mni
     assert metrics["best_epoch"] < 2  # val/acc stopped improving before the last epoch
     assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 2
     assert torch.load(folder / "best.ckpt", weights_only=True)["epoch"] == metrics["best_epoch"]
+
+
+def test_a_real_full_disk_ends_the_run_interrupted_in_one_line(
+    mnist_dir, tmp_path, small_disk, capsys
+):
+    import torch
+
+    # 2 MB: epoch 0's best.ckpt and last.ckpt (about 0.75 MB each: LeNet-5 and Adam's moments)
+    # fit, epoch 1's next checkpoint does not. torch.save reports that as a RuntimeError.
+    disk = small_disk("2m")
+    cfg = make_cfg(disk, mnist_dir, *QUICK, "trainer.max_epochs=3", "logger=none")
+    with pytest.raises(SystemExit) as exit_:
+        run_app(train, cfg)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"Error: disk full: could not write {disk / 'run' / 'checkpoints'}")
+    record = _metrics(disk / "run")
+    assert record["status"] == "interrupted" and record["error"].startswith("DiskFull: disk full")
+    folder = disk / "run" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]  # no fragment
+    assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 0
+    assert record["resume_from"] == str(folder / "last.ckpt")

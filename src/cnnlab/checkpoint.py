@@ -33,8 +33,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ``last.ckpt`` instead of leaving half of a new one under its name."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        with atomic_path(path) as tmp, open(tmp, "wb") as file:  # see atomic_path: a file
+            torch.save(checkpoint, file)
 
 
 class RunInfo(pl.Callback):
