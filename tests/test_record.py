@@ -36,7 +36,6 @@ def test_eval_into_a_training_run_dir_keeps_its_metrics_json(mnist_dir, tmp_path
     cfg = make_cfg(tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=1")
     train(cfg)
     run_dir = tmp_path / "run"
-    (run_dir / ".hydra").mkdir()
     (run_dir / ".hydra" / "config.yaml").write_text("the training run's config\n")
     before = (run_dir / "metrics.json").read_bytes()
     ckpt = run_dir / "checkpoints" / "best.ckpt"
@@ -252,3 +251,63 @@ def test_a_real_full_disk_ends_the_run_interrupted_in_one_line(
     assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]  # no fragment
     assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 0
     assert record["resume_from"] == str(folder / "last.ckpt")
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _train_py(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "trainer.accelerator=cpu", *args],
+        capture_output=True, text=True, timeout=300, env=subprocess_env(PYTHONWARNINGS="ignore"),
+    )  # fmt: skip
+
+
+def test_another_configuration_never_replaces_a_completed_runs_record(mnist_dir, tmp_path):
+    from .conftest import one_line_error
+
+    args = (f"paths.data_dir={mnist_dir}", "paths.dataset_mirrors=[]", "data.download=false",
+            *QUICK, "trainer.max_epochs=1", "callbacks.progress_bar.refresh_rate=0")  # fmt: skip
+    run_dir = tmp_path / "run"
+    first = _train_py(*args, f"hydra.run.dir={run_dir}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):  # Hydra's record, kept
+        assert (run_dir / ".hydra" / name).is_file(), name
+    assert "model.dropout" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    before = _hashes(run_dir)
+    assert {"metrics.json", "model_summary.txt", "checkpoints/best.ckpt"} <= before.keys()
+
+    other = _train_py(*args, "model.dropout=0.3", f"hydra.run.dir={run_dir}")
+    one_line_error(other, rf"^Error: {run_dir} holds the record of another configuration's run "
+                          r"\(status completed, .*hydra.run.dir=NEW_PATH")  # fmt: skip
+    assert _hashes(run_dir) == before
+    # the resume command printed for an interrupted run, given a completed one: skipped as is
+    log = (run_dir / "train.log").read_text()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    again = _train_py(*args, f"ckpt_path={last}", f"hydra.run.dir={run_dir}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = _hashes(run_dir)
+    assert after.pop("train.log") and before.pop("train.log") and after == before
+    assert (run_dir / "train.log").read_text().startswith(log)  # the log only grows: "Skipping"
+
+
+@pytest.mark.parametrize("bad", ["optimizer.lr=1e-3x", "paths.data_dir={empty}"])
+def test_a_command_refused_before_training_leaves_no_run_folder(tmp_path, bad):
+    (tmp_path / "empty").mkdir()
+    run_dir = tmp_path / "outputs" / "run"
+    args = ("paths.dataset_mirrors=[]", "data.download=false", f"hydra.run.dir={run_dir}")
+    proc = _train_py(*args, bad.format(empty=tmp_path / "empty"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not run_dir.exists()
+    # a folder that was there before is left as it was
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("mine\n")
+    proc = _train_py(*args, bad.format(empty=tmp_path / "empty"))
+    assert proc.returncode == 2 and _hashes(run_dir).keys() == {"notes.txt"}
