@@ -416,3 +416,12 @@ def test_one_odd_record_is_one_row_of_the_table(tmp_path, content, status):
     header, rows = table(list(runs.values()))
     text = to_markdown(header, rows)  # every cell can be shown
     assert len(rows) == 2 and rows[0][header.index("test/acc")] == 0.9 and status[:20] in text
+
+
+def test_an_interrupted_run_continued_elsewhere_is_one_row(tmp_path):
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    write_run(tmp_path / "a", ["seed=1"], status="interrupted", resume_from=str(last))
+    write_run(tmp_path / "b", ["seed=1"], resumed_from=str(last), **{"test/acc": 0.9})
+    write_run(tmp_path / "c", ["seed=2"], status="interrupted", resume_from=str(tmp_path / "x"))
+    assert sorted(run.path.name for run in find_runs([tmp_path])) == ["b", "c"]
+    assert sorted(run.path.name for run in find_runs([tmp_path / "a"])) == ["a"]  # alone: shown

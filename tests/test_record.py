@@ -311,3 +311,24 @@ def test_a_command_refused_before_training_leaves_no_run_folder(tmp_path, bad):
     (run_dir / "notes.txt").write_text("mine\n")
     proc = _train_py(*args, bad.format(empty=tmp_path / "empty"))
     assert proc.returncode == 2 and _hashes(run_dir).keys() == {"notes.txt"}
+
+
+def test_a_read_only_run_folder_gets_one_line_on_rerun_and_eval(mnist_dir, tmp_path, small_disk):
+    from .conftest import one_line_error
+
+    disk = small_disk("1m")
+    run_dir = disk / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "metrics.json").write_text('{"status": "completed"}\n')
+    (run_dir / "checkpoints" / "best.ckpt").write_bytes(b"weights")
+    before = _hashes(run_dir)
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    expected = rf"^Error: cannot write to the output folder {run_dir} \(it is read-only\)\. "
+    one_line_error(_train_py(f"hydra.run.dir={run_dir}"), expected)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "eval.py"), f"ckpt_path={run_dir}/checkpoints/best.ckpt",
+         f"hydra.run.dir={run_dir}", f"paths.data_dir={mnist_dir}"],
+        capture_output=True, text=True, timeout=300, env=subprocess_env(),
+    )  # fmt: skip
+    one_line_error(proc, expected)
+    assert _hashes(run_dir) == before

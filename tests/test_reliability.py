@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 
 from cnnlab.checkpoint import load_checkpoint
+from cnnlab.compare import find_runs
 from cnnlab.config import PROJECT_ROOT
 from cnnlab.data.synthetic import write_mnist_like
 from cnnlab.errors import CheckpointError, TrainingDiverged
@@ -114,6 +115,10 @@ def test_sigterm_mid_epoch_leaves_a_checkpoint_and_resuming_matches(reference, m
         )
     )
     assert results(resumed) == results(reference)
+    # the interrupted folder and the one it continued in are one row of the training log
+    assert resumed["resumed_from"] == str(last.resolve())
+    (run,) = find_runs([tmp_path])
+    assert run.path == tmp_path / "b" / "run" and run.status == "completed"
 
 
 def test_rerunning_an_interrupted_run_dir_resumes_it(mnist_dir, tmp_path):

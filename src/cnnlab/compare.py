@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import math
 import os
 import re
@@ -187,7 +188,20 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
             if problem := odd_record(metrics):  # one bad run is one row, never the end
                 metrics = {"status": "failed", "error": f"metrics.json {problem}"}
             found[f.parent.resolve()] = Run(f.parent, metrics)
-    return list(found.values())
+    return without_continued(list(found.values()))
+
+
+def without_continued(runs: list[Run]) -> list[Run]:
+    """Leave out an interrupted run that another run of the list resumed into a folder of its
+    own (``ckpt_path=<run>/checkpoints/last.ckpt``): the two are one run, shown as the later.
+    They are matched by checkpoint: the one the interrupted record names to resume from
+    (``resume_from``) and the one the later record says it resumed (``resumed_from``)."""
+
+    def real(path: Any) -> str | None:
+        return os.path.realpath(path) if isinstance(path, str) and path else None
+
+    continued = {real(run.metrics.get("resumed_from")) for run in runs} - {None}
+    return [run for run in runs if real(run.metrics.get("resume_from")) not in continued]
 
 
 def swept_keys(runs: Sequence[Run]) -> list[str]:

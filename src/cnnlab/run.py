@@ -336,6 +336,10 @@ def _train(
         "pid": os.getpid(),
         "host": socket.gethostname(),
     }
+    resumed = os.path.realpath(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    if resumed and os.path.dirname(resumed) != os.path.realpath(checkpoint_dir(cfg)):
+        # continues another folder's run: compare_runs shows the two as this one row
+        metrics["resumed_from"] = resumed
     if trainer.is_global_zero:  # claims the directory for this config, should the run crash
         write_metrics(output_dir, metrics)
         write_hydra_record(output_dir, cfg)
