@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import math
 import os
 import re
