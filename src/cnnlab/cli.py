@@ -126,6 +126,11 @@ def scipy_signal_on_first_use() -> bool:
     return True
 
 
+def in_multirun() -> bool:
+    """Whether this process runs a job of a Hydra sweep (``-m``)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def run_app(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run ``fn(cfg)``; a CnnlabError exits with status 2 and its message only.
 
@@ -135,7 +140,7 @@ def run_app(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     try:
         return fn(cfg)
     except CnnlabError as e:
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        if in_multirun():
             raise
         log.debug("user error", exc_info=True)
         discard_new_output()

@@ -36,7 +36,7 @@ from cnnlab.checkpoint import (
     load_checkpoint,
     load_classifier,
 )
-from cnnlab.cli import NVML_CHECK
+from cnnlab.cli import NVML_CHECK, in_multirun
 from cnnlab.config import create, overrides, validate
 from cnnlab.errors import CheckpointError, ConfigError, DiskFull
 from cnnlab.lit import ImageClassifier
@@ -248,9 +248,10 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
                 record_failure(output_dir, key, e, start, overrides())
             raise
         except Exception as e:  # nothing is left that looks like a result
-            # refused before the run claimed the folder (a bad value, missing data): nothing
-            # to record, and no run folder is left behind
-            if rank_zero_only.rank == 0 and _claimed(output_dir):
+            # a single run refused before it claimed the folder (a bad value, missing data)
+            # records nothing and leaves no run folder (cnnlab.cli); a sweep's job is recorded
+            # so that the sweep's table shows it
+            if rank_zero_only.rank == 0 and (_claimed(output_dir) or in_multirun()):
                 record_failure(output_dir, key, e, start, overrides())
             raise
 
@@ -354,7 +355,7 @@ def _train(
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     best_acc, best_epoch = (model.val_acc_best, model.best_epoch)
     if cfg.get("ckpt_path"):
-        best_acc, best_epoch = _measure_best(trainer, model, datamodule, best)
+        best_acc, best_epoch = _measure_best(cfg, trainer, model, datamodule, best)
     metrics.update(
         {
             "val/acc": _scalar(fit_metrics, "val/acc"),
@@ -383,14 +384,31 @@ def _train(
     return metrics
 
 
-def _measure_best(trainer: pl.Trainer, model, datamodule, best: str | None) -> tuple[float, int]:
+def _measure_best(
+    cfg: DictConfig, trainer: pl.Trainer, model, datamodule, best: str | None
+) -> tuple[float, int]:
     """A resumed run's best validation accuracy and its epoch, measured again on the weights of
     its best checkpoint. The best so far travels in the resumed checkpoint, and a checkpoint
-    is data: an edited one could claim any accuracy. (-1 for the epoch: nothing to measure.)"""
+    is data: an edited one could claim any accuracy. (-1 for the epoch: nothing to measure.)
+
+    A trainer of its own, without the run's callbacks (EMA would swap its average in) or
+    loggers, measures it; a multi-process run measures with its own trainer.
+    """
     if not best:
         return 0.0, -1
     state = load_checkpoint(best)
     model.load_state_dict(state["state_dict"])
+    if trainer.world_size == 1:
+        trainer = create(
+            cfg.trainer,
+            devices=1,
+            logger=False,
+            callbacks=[],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            profiler=None,
+        )
     trainer.validate(model, datamodule=datamodule, verbose=False)
     return _scalar(trainer.callback_metrics, "val/acc"), int(state["epoch"])
 
