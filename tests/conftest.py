@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -164,3 +165,30 @@ def write_folder(root, per_class=8, seed=0, sizes=((40, 30), (24, 24), (50, 64))
             arr = _draw(kind, rng, sizes[i % len(sizes)])
             Image.fromarray(arr).save(root / kind / f"{i}.png")
     return root
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """``mount(size, read_only=False)``: a real small file system (tmpfs) under ``tmp_path``, for
+    what a full or read-only disk does; unmounted afterwards. Skips where mounting is not
+    permitted (not root, or a container without CAP_SYS_ADMIN)."""
+    mounted: list[Path] = []
+
+    def mount(size: str, read_only: bool = False) -> Path:
+        if shutil.which("mount") is None:
+            pytest.skip("no mount command here to make a small file system")
+        where = tmp_path / f"disk{len(mounted)}"
+        where.mkdir()
+        options = f"size={size}" + (",ro" if read_only else "")
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or 'not permitted'})")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["umount", "-l", str(where)], check=False)

@@ -296,3 +296,32 @@ def test_the_allow_list_follows_each_configs_defaults_list():
         "cnnlab.data.FolderDataModule",
     }
     assert "cnnlab.models.resnet.ResNet" in allowed_targets("model")
+
+
+@pytest.mark.parametrize(
+    "edit,expected",
+    [
+        # LeNet-5 a million times wider: about 10^16 parameters, sized on the meta device
+        (lambda c: _config(c)["model"].update(width=1e6), "stores a model of "),
+        (
+            lambda c: c["cnnlab"].update(input_shape=[1, 100000, 100000]),
+            "its stored input shape [1, 100000, 100000] is not an image size cnnlab trains on",
+        ),
+        (lambda c: c["cnnlab"].update(input_shape=[4096, 28, 28]), "at most 16 channels"),
+    ],
+)
+def test_a_stored_model_too_large_for_memory_is_refused_in_one_line(
+    base, tmp_path, capsys, edit, expected
+):
+    import time
+
+    path = craft(base, tmp_path, edit)
+    started = time.perf_counter()
+    assert _predict(path, base["image"]) == 2
+    _one_line_error(capsys.readouterr().err, expected)
+    cfg = make_cfg(tmp_path, base["data_dir"], f"ckpt_path={path}", config="eval")
+    with pytest.raises(SystemExit) as exit_:
+        run_app(evaluate, cfg)
+    assert exit_.value.code == 2
+    _one_line_error(capsys.readouterr().err, expected)
+    assert time.perf_counter() - started < 30  # refused from the sizes, before any storage

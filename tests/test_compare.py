@@ -391,3 +391,37 @@ def test_the_sweep_figure_is_drawn_as_asked_and_written_at_100_dpi(tmp_path, mon
     path = plot(find_runs([tmp_path]), tmp_path / "apart.png", group=False)
     assert [len(b.labels) for b in drawn] == [2]  # a bar per run, not one per row
     assert Image.open(path).info["dpi"] == pytest.approx((100, 100), abs=0.5)
+
+
+@pytest.mark.parametrize(
+    "content,status",
+    [
+        (b"\x89PNG\r\n\x1a\n\xff\xfe binary", "failed: unreadable metrics.json: 'utf-8' codec"),
+        (
+            b'{"status": "completed", "test/acc": "0.9x"}',
+            "failed: metrics.json has a str for test/acc",
+        ),
+        (b'{"status": "failed", "error": {"why": 1}}', "failed: metrics.json has a dict for error"),
+        (b'{"status": ["completed"]}', "failed: metrics.json has a list for status"),
+        (b'{"status": "completed", "overrides": 5}', "failed: metrics.json has overrides that are"),
+        (b'{"status": "running", "pid": "12"}', "failed: metrics.json has a str for pid"),
+    ],
+)
+def test_one_odd_record_is_one_row_of_the_table(tmp_path, content, status):
+    write_run(tmp_path / "good", ["model.dropout=0.1"], **{"test/acc": 0.9})
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "metrics.json").write_bytes(content)
+    runs = {run.path.name: run for run in find_runs([tmp_path])}
+    assert runs["odd"].status.startswith(status)
+    header, rows = table(list(runs.values()))
+    text = to_markdown(header, rows)  # every cell can be shown
+    assert len(rows) == 2 and rows[0][header.index("test/acc")] == 0.9 and status[:20] in text
+
+
+def test_an_interrupted_run_continued_elsewhere_is_one_row(tmp_path):
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    write_run(tmp_path / "a", ["seed=1"], status="interrupted", resume_from=str(last))
+    write_run(tmp_path / "b", ["seed=1"], resumed_from=str(last), **{"test/acc": 0.9})
+    write_run(tmp_path / "c", ["seed=2"], status="interrupted", resume_from=str(tmp_path / "x"))
+    assert sorted(run.path.name for run in find_runs([tmp_path])) == ["b", "c"]
+    assert sorted(run.path.name for run in find_runs([tmp_path / "a"])) == ["a"]  # alone: shown

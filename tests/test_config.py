@@ -103,11 +103,15 @@ def test_unknown_model_lists_the_options():
         ("trainer.max_epochs=0", r"trainer.max_epochs=0 must be a positive integer"),
         ("optimizer.lr=0", r"optimizer.lr=0 must be a positive number"),
         ("seed=-1", r"seed=-1 must be an integer in \[0, 2\*\*32\)"),
+        (
+            "scheduler=warmup_cosine scheduler.warmup_epochs=5 trainer.max_epochs=2",
+            r"^scheduler.warmup_epochs=5 must be a number in \[0, 2\], at most the run's epochs",
+        ),
     ],
 )
 def test_bad_values_fail_before_any_work(override, match):
     with pytest.raises(ConfigError, match=match):
-        validate(compose_config("train", [override]))
+        validate(compose_config("train", override.split()))
 
 
 @pytest.mark.parametrize(
@@ -147,3 +151,25 @@ def test_help_lists_only_real_options():
     assert "data: cifar10, fashion_mnist, folder, mnist, svhn" in out
     assert "aug: cifar, light, none, strong" in out
     assert "_common" not in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+@pytest.mark.parametrize(
+    "trainer,alternative", [("gpu", "trainer=cpu"), ("ddp", "trainer=ddp_cpu")]
+)
+def test_a_gpu_trainer_without_a_gpu_is_refused_before_anything_is_built(
+    tmp_path, monkeypatch, trainer, alternative
+):
+    from cnnlab.run import train
+
+    def never(cfg):
+        raise AssertionError("built a model for a trainer that cannot run")
+
+    monkeypatch.setattr("cnnlab.run.build", never)
+    cfg = compose_config("train", [f"trainer={trainer}"], output_dir=tmp_path / "run")
+    with pytest.raises(ConfigError, match=(
+        rf"^trainer.accelerator=gpu needs a CUDA GPU, and this machine has none \(.*\)\. "
+        rf"Train on the CPU with {alternative}"
+    )):  # fmt: skip
+        train(cfg)
+    assert not (tmp_path / "run" / "metrics.json").exists()

@@ -18,6 +18,8 @@ import torch
 from cnnlab.checkpoint import KEY, load_classifier
 from cnnlab.config import PROJECT_ROOT
 from cnnlab.data.specs import get_spec
+from cnnlab.errors import CnnlabError, DiskFull
+from cnnlab.export import export
 
 from .conftest import one_line_error, subprocess_env, tiny_run
 
@@ -106,3 +108,42 @@ def test_bad_input_gets_one_line(args, pattern, checkpoint, tmp_path):
     proc = _export(*(a.format(ckpt=path) for a in args), cwd=tmp_path)
     one_line_error(proc, pattern)
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_out_naming_the_checkpoint_is_refused_and_the_checkpoint_kept(checkpoint, tmp_path):
+    path, _ = checkpoint
+    before = path.read_bytes()
+    link = tmp_path / "same.ckpt"
+    link.symlink_to(path)  # the same file under another name: compared as files, not strings
+    for out in (path, link):
+        proc = _export(f"ckpt_path={path}", "format=torchscript", f"out={out}", "overwrite=true")
+        one_line_error(proc, r"is the checkpoint being exported: writing there would destroy it")
+    assert path.read_bytes() == before
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+def test_an_existing_file_is_kept_unless_overwrite_is_true(checkpoint, tmp_path):
+    path, _ = checkpoint
+    out = tmp_path / "notes.pt"
+    out.write_text("someone's notes\n")
+    with pytest.raises(CnnlabError, match=r"exists already and is kept.*overwrite=true"):
+        export(path, "torchscript", out)
+    assert out.read_text() == "someone's notes\n" and _others(tmp_path) == ["notes.pt"]
+    assert export(path, "torchscript", out, overwrite=True) == out
+    assert list(torch.jit.load(str(out)).classes) == load_classifier(path)[1]["classes"]
+    assert _others(tmp_path) == ["notes.pt"]  # written beside it under a temp name, renamed
+
+
+def _others(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_full_disk_leaves_no_fragment_and_a_read_only_one_is_refused(checkpoint, small_disk):
+    path, _ = checkpoint
+    full = small_disk("64k")  # a LeNet-5 model file is about 250 kB
+    with pytest.raises(DiskFull, match=r"^disk full: could not write .*model.pt \(0 MB free"):
+        export(path, "torchscript", full / "model.pt")  # torch.jit.save to a path: abort()
+    assert _others(full) == []
+    read_only = small_disk("1m", read_only=True)
+    proc = _export(f"ckpt_path={path}", "format=torchscript", f"out={read_only}/model.pt")
+    one_line_error(proc, r"cannot write to .*\(Read-only file system\)\. Export elsewhere")

@@ -36,7 +36,6 @@ def test_eval_into_a_training_run_dir_keeps_its_metrics_json(mnist_dir, tmp_path
     cfg = make_cfg(tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=1")
     train(cfg)
     run_dir = tmp_path / "run"
-    (run_dir / ".hydra").mkdir()
     (run_dir / ".hydra" / "config.yaml").write_text("the training run's config\n")
     before = (run_dir / "metrics.json").read_bytes()
     ckpt = run_dir / "checkpoints" / "best.ckpt"
@@ -196,9 +195,9 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_and_the_same_command_resumes
     real_save, saves = torch.save, []
 
     def fills_the_disk(obj, f, *a, **k):  # from the third checkpoint on: half a file, ENOSPC
-        saves.append(Path(f))
+        saves.append(Path(f.name))
         if len(saves) >= 3:
-            Path(f).write_bytes(b"half a checkpoint")
+            f.write(b"half a checkpoint")
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, f, *a, **k)
 
@@ -230,3 +229,106 @@ def test_last_ckpt_is_written_every_epoch_even_when_val_acc_does_not_improve(mni
     assert metrics["best_epoch"] < 2  # val/acc stopped improving before the last epoch
     assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 2
     assert torch.load(folder / "best.ckpt", weights_only=True)["epoch"] == metrics["best_epoch"]
+
+
+def test_a_real_full_disk_ends_the_run_interrupted_in_one_line(
+    mnist_dir, tmp_path, small_disk, capsys
+):
+    import torch
+
+    # 2 MB: epoch 0's best.ckpt and last.ckpt (about 0.75 MB each: LeNet-5 and Adam's moments)
+    # fit, epoch 1's next checkpoint does not. torch.save reports that as a RuntimeError.
+    disk = small_disk("2m")
+    cfg = make_cfg(disk, mnist_dir, *QUICK, "trainer.max_epochs=3", "logger=none")
+    with pytest.raises(SystemExit) as exit_:
+        run_app(train, cfg)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"Error: disk full: could not write {disk / 'run' / 'checkpoints'}")
+    record = _metrics(disk / "run")
+    assert record["status"] == "interrupted" and record["error"].startswith("DiskFull: disk full")
+    folder = disk / "run" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]  # no fragment
+    assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 0
+    assert record["resume_from"] == str(folder / "last.ckpt")
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _train_py(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "trainer.accelerator=cpu", *args],
+        capture_output=True, text=True, timeout=300, env=subprocess_env(PYTHONWARNINGS="ignore"),
+    )  # fmt: skip
+
+
+def test_another_configuration_never_replaces_a_completed_runs_record(mnist_dir, tmp_path):
+    from .conftest import one_line_error
+
+    args = (f"paths.data_dir={mnist_dir}", "paths.dataset_mirrors=[]", "data.download=false",
+            *QUICK, "trainer.max_epochs=1", "callbacks.progress_bar.refresh_rate=0")  # fmt: skip
+    run_dir = tmp_path / "run"
+    first = _train_py(*args, f"hydra.run.dir={run_dir}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):  # Hydra's record, kept
+        assert (run_dir / ".hydra" / name).is_file(), name
+    assert "model.dropout" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    before = _hashes(run_dir)
+    assert {"metrics.json", "model_summary.txt", "checkpoints/best.ckpt"} <= before.keys()
+
+    other = _train_py(*args, "model.dropout=0.3", f"hydra.run.dir={run_dir}")
+    one_line_error(other, rf"^Error: {run_dir} holds the record of another configuration's run "
+                          r"\(status completed, .*hydra.run.dir=NEW_PATH")  # fmt: skip
+    assert _hashes(run_dir) == before
+    # the resume command printed for an interrupted run, given a completed one: skipped as is
+    log = (run_dir / "train.log").read_text()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    again = _train_py(*args, f"ckpt_path={last}", f"hydra.run.dir={run_dir}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = _hashes(run_dir)
+    assert after.pop("train.log") and before.pop("train.log") and after == before
+    assert (run_dir / "train.log").read_text().startswith(log)  # the log only grows: "Skipping"
+
+
+@pytest.mark.parametrize("bad", ["optimizer.lr=1e-3x", "paths.data_dir={empty}"])
+def test_a_command_refused_before_training_leaves_no_run_folder(tmp_path, bad):
+    (tmp_path / "empty").mkdir()
+    run_dir = tmp_path / "outputs" / "run"
+    args = ("paths.dataset_mirrors=[]", "data.download=false", f"hydra.run.dir={run_dir}")
+    proc = _train_py(*args, bad.format(empty=tmp_path / "empty"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not run_dir.exists()
+    # a folder that was there before is left as it was
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("mine\n")
+    proc = _train_py(*args, bad.format(empty=tmp_path / "empty"))
+    assert proc.returncode == 2 and _hashes(run_dir).keys() == {"notes.txt"}
+
+
+def test_a_read_only_run_folder_gets_one_line_on_rerun_and_eval(mnist_dir, tmp_path, small_disk):
+    from .conftest import one_line_error
+
+    disk = small_disk("1m")
+    run_dir = disk / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "metrics.json").write_text('{"status": "completed"}\n')
+    (run_dir / "checkpoints" / "best.ckpt").write_bytes(b"weights")
+    before = _hashes(run_dir)
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    expected = rf"^Error: cannot write to the output folder {run_dir} \(it is read-only\)\. "
+    one_line_error(_train_py(f"hydra.run.dir={run_dir}"), expected)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "eval.py"), f"ckpt_path={run_dir}/checkpoints/best.ckpt",
+         f"hydra.run.dir={run_dir}", f"paths.data_dir={mnist_dir}"],
+        capture_output=True, text=True, timeout=300, env=subprocess_env(),
+    )  # fmt: skip
+    one_line_error(proc, expected)
+    assert _hashes(run_dir) == before

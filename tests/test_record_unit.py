@@ -169,7 +169,6 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, status, c
 @pytest.mark.parametrize(
     "status,key,extra",
     [
-        ("interrupted", "another config", {}),  # another config: its checkpoints are not ours
         ("interrupted", KEY, {"auto_resume": False}),
         ("failed", KEY, {}),  # a failure is repeated from the start
         (None, KEY, {}),  # no record at all
@@ -180,6 +179,23 @@ def test_anything_else_starts_afresh_with_old_checkpoints_set_aside(tmp_path, st
     cfg, skipped = plan_run(_cfg(run, **extra), run, KEY)
     assert skipped is None and cfg.ckpt_path is None
     assert _names(run / "checkpoints") == ["best.ckpt.stale", "last.ckpt.stale"]
+
+
+@pytest.mark.parametrize("status", ["completed", "interrupted", "failed", "running"])
+def test_another_configs_folder_is_refused_and_left_as_it_is(tmp_path, status):
+    run = _run_dir(tmp_path, status, key="fedcba9876543210")
+    record = (run / METRICS_FILE).read_bytes()
+    with pytest.raises(CnnlabError, match=(
+        rf"^{run} holds the record of another configuration's run \(status {status}, "
+        r"config_hash fedcba9876543210\); a run folder belongs to one configuration .* "
+        r"hydra.run.dir=NEW_PATH"
+    )):  # fmt: skip
+        plan_run(_cfg(run), run, KEY)
+    assert _names(run / "checkpoints") == ["best.ckpt", "last.ckpt"]
+    assert (run / METRICS_FILE).read_bytes() == record
+    (run / METRICS_FILE).write_bytes(b"\x00\xff binary")  # whose it is cannot be read: refused
+    with pytest.raises(CnnlabError, match=r"a metrics.json that cannot be read"):
+        plan_run(_cfg(run), run, KEY)
 
 
 def test_an_interrupted_run_without_last_ckpt_starts_afresh(tmp_path):

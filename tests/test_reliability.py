@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 
 from cnnlab.checkpoint import load_checkpoint
+from cnnlab.compare import find_runs
 from cnnlab.config import PROJECT_ROOT
 from cnnlab.data.synthetic import write_mnist_like
 from cnnlab.errors import CheckpointError, TrainingDiverged
@@ -93,8 +94,9 @@ def test_sigterm_mid_epoch_leaves_a_checkpoint_and_resuming_matches(reference, m
         "+callbacks.sigterm._target_=tests.test_reliability.SigtermAt",
         "+callbacks.sigterm.step=14",
     )  # 10 batches per epoch: mid second epoch
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         train(cfg)
+    assert exit_.value.code == 143  # 128 + SIGTERM, as a shell reports a job the signal ended
     run_dir = Path(cfg.paths.output_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
     state = load_checkpoint(last)
@@ -113,6 +115,10 @@ def test_sigterm_mid_epoch_leaves_a_checkpoint_and_resuming_matches(reference, m
         )
     )
     assert results(resumed) == results(reference)
+    # the interrupted folder and the one it continued in are one row of the training log
+    assert resumed["resumed_from"] == str(last.resolve())
+    (run,) = find_runs([tmp_path])
+    assert run.path == tmp_path / "b" / "run" and run.status == "completed"
 
 
 def test_rerunning_an_interrupted_run_dir_resumes_it(mnist_dir, tmp_path):
@@ -129,6 +135,83 @@ def test_rerunning_an_interrupted_run_dir_resumes_it(mnist_dir, tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "interrupted"
     metrics = train(cfg)  # the same command again, as a re-run sweep or a requeued job does
     assert metrics["status"] == "completed" and metrics["steps"] == 20 and metrics["epochs"] == 2
+
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_mid_training_saves_and_exits_non_zero(mnist_dir, tmp_path, sig, status):
+    import time
+
+    from .conftest import subprocess_env
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "train.py"), f"paths.data_dir={mnist_dir}",
+         "paths.dataset_mirrors=[]", "data.download=false", "trainer.accelerator=cpu",
+         *QUICK, "trainer.max_epochs=1000", "logger=none", f"hydra.run.dir={run_dir}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=subprocess_env(),
+    )  # fmt: skip
+    try:
+        last = run_dir / "checkpoints" / "last.ckpt"
+        deadline = time.monotonic() + 240
+        while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # until the first epoch's checkpoint: training is under way
+        assert last.is_file(), "training never started"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == status, err[-2000:]
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and record["resume_from"] == str(last)
+    assert load_checkpoint(last)["global_step"] > 0
+
+
+def _interrupted(tmp_path, mnist_dir, edit):
+    """A run SIGTERMed mid second epoch whose last.ckpt is then edited: (cfg, last.ckpt)."""
+    cfg = make_cfg(
+        tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=3", "model.dropout=0.3",
+        "+callbacks.sigterm._target_=tests.test_reliability.SigtermAt", "+callbacks.sigterm.step=14",
+    )  # fmt: skip
+    with pytest.raises(SystemExit):
+        train(cfg)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)
+    edit(state)
+    torch.save(state, last)
+    cfg.callbacks.sigterm.step = 10**6  # the same command again resumes it, uninterrupted
+    return cfg, last
+
+
+def test_a_crafted_best_in_the_resumed_checkpoint_is_not_reported(reference, mnist_dir, tmp_path):
+    def claim(state):
+        state["best"] = {"val_acc": 0.999, "epoch": 0}
+
+    cfg, _ = _interrupted(tmp_path, mnist_dir, claim)
+    resumed = train(cfg)
+    assert resumed["status"] == "completed" and resumed["val/acc_best"] != 0.999
+    # measured again on best.ckpt: what the uninterrupted run measured
+    assert resumed["val/acc_best"] == pytest.approx(reference["val/acc_best"], abs=1e-6)
+    assert resumed["best_epoch"] == reference["best_epoch"]
+
+
+def test_a_malformed_rng_state_is_refused_before_resuming(mnist_dir, tmp_path, capsys):
+    from cnnlab.cli import run_app
+
+    def damage(state):
+        state["rng"]["torch"] = torch.zeros(7, dtype=torch.uint8)
+
+    cfg, last = _interrupted(tmp_path, mnist_dir, damage)
+    record = (tmp_path / "run" / "metrics.json").read_bytes()
+    with pytest.raises(SystemExit) as exit_:
+        run_app(train, cfg)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1
+    assert err[0] == (
+        f"Error: {last}: its stored random-number generator state is malformed (edited or "
+        "damaged), so the run cannot resume exactly. Resume from another checkpoint of the run, "
+        "or drop ckpt_path to start afresh."
+    )
+    assert (tmp_path / "run" / "metrics.json").read_bytes() == record  # still resumable
 
 
 class BlowUpAt(pl.Callback):

@@ -224,9 +224,12 @@ def test_trials_that_fail_are_shown_and_a_search_with_no_result_fails(tmp_path):
         ("launcher=pbs", "launcher='pbs' must be local or slurm"),
         ("search.params.optimizer.lr.low=0", "low > 0"),
         ("search.direction=up", "search.direction='up' must be maximize or minimize"),
+        ("storage={tmp}", r"storage='.*' is a folder; give a file in it"),
+        ("storage=sqlite:///{tmp}/nowhere/s.db", r"the folder .*nowhere does not exist"),
     ],
 )
 def test_bad_search_settings_are_refused_by_name(tmp_path, override, words):
+    override = override.format(tmp=tmp_path)
     cfg = OmegaConf.to_container(
         compose_config("search", [f"dir={tmp_path / 's'}", override]), resolve=True
     )

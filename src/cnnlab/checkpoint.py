@@ -25,6 +25,8 @@ from cnnlab.errors import CheckpointError
 from cnnlab.files import atomic_path
 
 KEY = "cnnlab"
+# the largest stored input a checkpoint may claim: a 4096x4096 image of up to 16 channels
+MAX_CHANNELS, MAX_PIXELS = 16, 4096 * 4096
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -33,8 +35,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ``last.ckpt`` instead of leaving half of a new one under its name."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        with atomic_path(path) as tmp, open(tmp, "wb") as file:  # see atomic_path: a file
+            torch.save(checkpoint, file)
 
 
 class RunInfo(pl.Callback):
@@ -155,6 +157,12 @@ def check_layout(ckpt: dict[str, Any], where: str) -> None:
         and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
     ):
         raise missing(f"its input_shape is {shape!r}, not [channels, height, width]")
+    if shape[0] > MAX_CHANNELS or shape[1] * shape[2] > MAX_PIXELS:
+        raise CheckpointError(
+            f"{where}: its stored input shape {shape} is not an image size cnnlab trains on (at "
+            f"most {MAX_CHANNELS} channels and {MAX_PIXELS:,} pixels); the file is edited or "
+            f"damaged. Use another checkpoint of the run."
+        )
     classes = info.get("classes")
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
         raise missing(f"its class list is {type(classes).__name__ if classes else 'missing'}")
@@ -168,14 +176,19 @@ def check_layout(ckpt: dict[str, Any], where: str) -> None:
 
 
 def build_net(info: dict[str, Any], where: str = "checkpoint") -> torch.nn.Module:
-    """Rebuild the net a checkpoint was trained with, from its stored (checked) model config."""
-    return build_stored(
-        info["config"]["model"],
-        "model",
-        where,
-        input_shape=tuple(info["input_shape"]),
-        num_classes=len(info["classes"]),
-    )
+    """Rebuild the net a checkpoint was trained with, from its stored (checked) model config:
+    sized on the ``meta`` device first, as training does, so a stored model too large for the
+    memory is refused before any storage is taken."""
+    from cnnlab.models import check_forward, count_params
+    from cnnlab.resources import check_fits_in_memory
+
+    shape = tuple(info["input_shape"])
+    sizes = {"input_shape": shape, "num_classes": len(info["classes"])}
+    with torch.device("meta"):
+        probe = build_stored(info["config"]["model"], "model", where, **sizes)
+        check_forward(probe, shape)  # sizes lazy layers
+    check_fits_in_memory(count_params(probe, trainable_only=False), where, stored=True)
+    return build_stored(info["config"]["model"], "model", where, **sizes)
 
 
 # data-config keys that name places on disk: never taken from a checkpoint
@@ -236,6 +249,7 @@ def check_compatible(
                 f"{after or 'none'}: its saved {group} state fits only its own. Resume with the "
                 f"{group}= of that run, or drop ckpt_path to start afresh."
             )
+    check_resume_state(ckpt, str(path))
     then_data = info["config"]["data"]["name"]
     then_model = info["config"]["model"]["_target_"].rsplit(".", 1)[-1]
     expected = {f"net.{k}": tuple(v.shape) for k, v in net.state_dict().items()}
@@ -247,6 +261,43 @@ def check_compatible(
             f"Resume with the model= and data= of that run, or drop ckpt_path to start afresh."
         )
     return info
+
+
+def check_resume_state(ckpt: dict[str, Any], where: str) -> None:
+    """Refuse a checkpoint whose stored RNG state or best-so-far record is malformed before
+    training starts (torch would fail deep inside ``set_rng_state``). The best's value is only
+    ever reported after being measured again (``cnnlab.run``)."""
+    rng = ckpt.get("rng", {})
+    expected = torch.get_rng_state()
+    state = rng.get("torch") if isinstance(rng, dict) else None
+    if not isinstance(rng, dict) or (
+        "torch" in rng
+        and not (
+            isinstance(state, torch.Tensor)
+            and state.dtype == expected.dtype
+            and state.shape == expected.shape
+        )
+    ):
+        raise CheckpointError(
+            f"{where}: its stored random-number generator state is malformed (edited or "
+            f"damaged), so the run cannot resume exactly. Resume from another checkpoint of the "
+            f"run, or drop ckpt_path to start afresh."
+        )
+    best = ckpt.get("best", {})
+    acc = best.get("val_acc", 0.0) if isinstance(best, dict) else None
+    epoch = best.get("epoch", -1) if isinstance(best, dict) else None
+    if not (
+        isinstance(acc, (int, float))
+        and not isinstance(acc, bool)
+        and 0 <= acc <= 1
+        and isinstance(epoch, int)
+        and not isinstance(epoch, bool)
+        and epoch >= -1
+    ):
+        raise CheckpointError(
+            f"{where}: its record of the best epoch so far is malformed ({best!r:.80}). Resume "
+            f"from another checkpoint of the run, or drop ckpt_path to start afresh."
+        )
 
 
 def elapsed_before(info: dict[str, Any]) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import importlib.util
@@ -26,6 +27,8 @@ NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
 log = logging.getLogger("cnnlab")
 
 EXIT_USER_ERROR = 2
+# the run folder of this process (Hydra's run mode) -> the names it held before (None: no folder)
+OUTPUT_BEFORE: dict[str, set[str] | None] = {}
 
 
 @contextmanager
@@ -123,6 +126,11 @@ def scipy_signal_on_first_use() -> bool:
     return True
 
 
+def in_multirun() -> bool:
+    """Whether this process runs a job of a Hydra sweep (``-m``)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def run_app(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run ``fn(cfg)``; a CnnlabError exits with status 2 and its message only.
 
@@ -132,9 +140,10 @@ def run_app(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     try:
         return fn(cfg)
     except CnnlabError as e:
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        if in_multirun():
             raise
         log.debug("user error", exc_info=True)
+        discard_new_output()
         print(f"Error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
 
@@ -196,6 +205,10 @@ class WritableOutput(Callback):
     first (conf/hydra/default.yaml) and refuses in one line, exit 2, with the override to use."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from pathlib import Path
+
+        folder = Path(config.hydra.run.dir).absolute()  # what it held before: discard_new_output
+        OUTPUT_BEFORE[str(folder)] = set(os.listdir(folder)) if folder.is_dir() else None
         self._make(config.hydra.run.dir, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -205,12 +218,64 @@ class WritableOutput(Callback):
     def _make(folder: str, key: str) -> None:
         from pathlib import Path
 
+        problem = None
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
         except OSError as e:
+            problem = f"cannot create the output folder {folder} ({e.strerror or e})"
+        # an existing folder (an earlier run's, to re-run or evaluate into) on a read-only disk:
+        # Hydra's log file would fail to open in it with a logging traceback
+        if problem is None and not os.access(folder, os.W_OK):
+            problem = f"cannot write to the output folder {folder} (it is read-only)"
+        if problem:
             print(
-                f"Error: cannot create the output folder {folder} ({e.strerror or e}). Write "
-                f"elsewhere with {key}=PATH, or every run with paths.log_dir=PATH.",
+                f"Error: {problem}. Write elsewhere with {key}=PATH, or every run with "
+                f"paths.log_dir=PATH.",
                 file=sys.stderr,
             )
             sys.exit(EXIT_USER_ERROR)
+
+
+class LauncherAvailable(Callback):
+    """``hydra/launcher=slurm`` submits every job through SLURM: without its commands submitit
+    fails with a traceback after the sweep folder is made. Refused first, in one line, exit 2,
+    with the launchers that work here (conf/hydra/default.yaml)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import shutil
+
+        from omegaconf import OmegaConf
+
+        target = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
+        if "Slurm" in target and shutil.which("srun") is None:
+            print(
+                "Error: hydra/launcher=slurm needs a SLURM cluster, and srun is not found on "
+                "this machine (PATH). Start the sweep on the cluster's login node, or run it "
+                "here with hydra/launcher=parallel (jobs side by side) or without "
+                "hydra/launcher= (one after another).",
+                file=sys.stderr,
+            )
+            sys.exit(EXIT_USER_ERROR)
+
+
+def discard_new_output() -> None:
+    """A command refused before its run claimed the output folder leaves no run folder behind,
+    or, in a folder that was there before, no log file that was not.
+
+    Hydra creates the folder, and its log file, before any cnnlab code runs (``WritableOutput``
+    notes what the folder held before that).
+    """
+    for folder, before in OUTPUT_BEFORE.items():
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            name = os.path.basename(getattr(handler, "baseFilename", ""))
+            if os.path.dirname(getattr(handler, "baseFilename", "")) != folder:
+                continue
+            handler.close()
+            root.removeHandler(handler)
+            if before is None or name not in before:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(folder, name))
+        if before is None:
+            with contextlib.suppress(OSError):  # fails, harmlessly, unless the folder is empty
+                os.rmdir(folder)

@@ -146,6 +146,29 @@ def _alive(metrics: dict[str, Any]) -> bool:
     return psutil.pid_exists(pid)
 
 
+# what the table reads from a record, and the types it can show
+_TEXT_KEYS = ("status", "error", "host")
+_NUMBER_KEYS = (*METRIC_COLUMNS, "trainable_params", "epochs", "wall_time_s", "pid")
+
+
+def odd_record(metrics: Any) -> str | None:
+    """What makes ``metrics`` no run record the table can show (None when it is one): a record
+    is data from disk, and an edited or foreign file must not stop the table."""
+    if not isinstance(metrics, dict):
+        return f"holds a {type(metrics).__name__}, not a run"
+    for key in _TEXT_KEYS:
+        if metrics.get(key) is not None and not isinstance(metrics[key], str):
+            return f"has a {type(metrics[key]).__name__} for {key}, not text"
+    for key in _NUMBER_KEYS:
+        value = metrics.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"has a {type(value).__name__} for {key}, not a number"
+    overrides = metrics.get("overrides", [])
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        return "has overrides that are not a list of key=value texts"
+    return None
+
+
 def find_runs(paths: Iterable[str | Path]) -> list[Run]:
     """Every run under ``paths`` (run directories, sweep directories, or metrics.json files)."""
     found: dict[Path, Run] = {}
@@ -159,13 +182,25 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
         for f in files:
             try:
                 metrics = json.loads(f.read_text())
-            except (OSError, json.JSONDecodeError) as e:
+            except (OSError, ValueError) as e:  # ValueError: not JSON, or not even text
                 metrics = {"status": "failed", "error": f"unreadable metrics.json: {e}"}
-            if not isinstance(metrics, dict):  # valid JSON, but not a run record
-                kind = type(metrics).__name__
-                metrics = {"status": "failed", "error": f"metrics.json holds a {kind}, not a run"}
+            if problem := odd_record(metrics):  # one bad run is one row, never the end
+                metrics = {"status": "failed", "error": f"metrics.json {problem}"}
             found[f.parent.resolve()] = Run(f.parent, metrics)
-    return list(found.values())
+    return without_continued(list(found.values()))
+
+
+def without_continued(runs: list[Run]) -> list[Run]:
+    """Leave out an interrupted run that another run of the list resumed into a folder of its
+    own (``ckpt_path=<run>/checkpoints/last.ckpt``): the two are one run, shown as the later.
+    They are matched by checkpoint: the one the interrupted record names to resume from
+    (``resume_from``) and the one the later record says it resumed (``resumed_from``)."""
+
+    def real(path: Any) -> str | None:
+        return os.path.realpath(path) if isinstance(path, str) and path else None
+
+    continued = {real(run.metrics.get("resumed_from")) for run in runs} - {None}
+    return [run for run in runs if real(run.metrics.get("resume_from")) not in continued]
 
 
 def swept_keys(runs: Sequence[Run]) -> list[str]:

@@ -103,10 +103,28 @@ def validate(cfg: DictConfig) -> None:
             f"memory format where it was measured faster: CPU, convolutions, no narrow batch norm)."
         )
     check_profiler(OmegaConf.select(cfg, "trainer.profiler"))
+    warmup = OmegaConf.select(cfg, "scheduler.warmup_epochs", default=None)
+    epochs = OmegaConf.select(cfg, "trainer.max_epochs")
+    if warmup is not None and epochs is not None:  # the scheduler is built after data loads
+        check_warmup(warmup, epochs)
     seed = OmegaConf.select(cfg, "seed")
     # numpy's generators take seeds in [0, 2**32), and seed_everything seeds numpy
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
         raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**32) (e.g. seed=0).")
+
+
+def check_warmup(warmup_epochs: Any, epochs: Any) -> None:
+    """``scheduler.warmup_epochs``: a number of epochs in [0, the run's epochs]."""
+    if (
+        isinstance(warmup_epochs, bool)
+        or not isinstance(warmup_epochs, (int, float))
+        or not (0 <= warmup_epochs <= epochs)
+    ):
+        raise ConfigError(
+            f"scheduler.warmup_epochs={warmup_epochs!r} must be a number in [0, {epochs}], "
+            f"at most the run's epochs (trainer.max_epochs; e.g. scheduler.warmup_epochs=1; "
+            f"0.5 is half an epoch)."
+        )
 
 
 def check_profiler(name: object) -> None:

@@ -19,6 +19,7 @@ deploy with (onnxruntime, many runtimes) and needs the ``export`` extra:
 # no `from __future__ import annotations`: TorchScript reads ExportedClassifier's annotations
 import importlib.util
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from torch import nn
 from cnnlab.checkpoint import load_classifier
 from cnnlab.data.specs import normalization_constants
 from cnnlab.errors import CnnlabError
+from cnnlab.files import atomic_path
 from cnnlab.predict import input_normalization
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
@@ -73,8 +75,42 @@ def default_path(ckpt_path: str | Path, fmt: str) -> Path:
     return ckpt.parent.parent / "export" / f"{ckpt.stem}{FORMATS[fmt]}"
 
 
-def export(ckpt_path: str | Path, fmt: str, out: str | Path | None = None) -> Path:
-    """Write the checkpoint as a ``fmt`` model file (see the module docstring); return its path."""
+def check_destination(path: Path, ckpt_path: str | Path, overwrite: bool) -> None:
+    """Refuse, before any work, a destination that would destroy a file: the checkpoint being
+    read, or any existing file unless ``overwrite``; and a folder that cannot be written."""
+    ckpt = Path(ckpt_path)
+    if path.exists() and ckpt.exists() and os.path.samefile(path, ckpt):
+        raise CnnlabError(
+            f"out={path} is the checkpoint being exported: writing there would destroy it. "
+            f"Choose another out= (or leave it out: {default_path(ckpt_path, 'onnx').parent}/)."
+        )
+    if path.is_dir():
+        raise CnnlabError(f"out={path} is a folder; give a file name in it (e.g. {path}/model.pt).")
+    if path.exists() and not overwrite:
+        raise CnnlabError(
+            f"out={path} exists already and is kept. Choose another out=, or add "
+            f"overwrite=true to replace it."
+        )
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".{path.name}.{os.getpid()}.probe"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise CnnlabError(
+            f"cannot write to {folder} ({e.strerror or e}). Export elsewhere with out=PATH."
+        ) from None
+
+
+def export(
+    ckpt_path: str | Path, fmt: str, out: str | Path | None = None, overwrite: bool = False
+) -> Path:
+    """Write the checkpoint as a ``fmt`` model file (see the module docstring); return its path.
+
+    The file is written under a temporary name beside its destination and renamed when
+    complete: a failure (a full disk) leaves no fragment under the real name.
+    """
     check_format(fmt)  # before the checkpoint is even opened
     model, info = load_classifier(ckpt_path)  # weights only, allow-listed classes
     mean, std = input_normalization(info)
@@ -90,14 +126,14 @@ def export(ckpt_path: str | Path, fmt: str, out: str | Path | None = None) -> Pa
         "checkpoint": Path(ckpt_path).name,
     }
     path = Path(out) if out else default_path(ckpt_path, fmt)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_destination(path, ckpt_path, overwrite)
     # a batch of 2: a dynamic batch dimension must not be specialised to 1
     example = torch.zeros((2, *info["input_shape"]), dtype=torch.uint8)
-    with torch.no_grad():
+    with torch.no_grad(), atomic_path(path) as tmp:
         if fmt == "torchscript":
-            _torchscript(wrapper, example, meta, path)
+            _torchscript(wrapper, example, meta, tmp)
         else:
-            _onnx(wrapper, example, meta, path)
+            _onnx(wrapper, example, meta, tmp)
     return path
 
 
@@ -111,7 +147,8 @@ def _torchscript(
         # around it so that its class list survives as an attribute
         wrapper.net = torch.jit.trace(wrapper.net, (torch.zeros(example.shape),))
         scripted = torch.jit.script(wrapper)
-        torch.jit.save(scripted, str(path), _extra_files={"cnnlab.json": json.dumps(meta)})
+        with open(path, "wb") as file:  # a Python file: a full disk is an OSError (atomic_path)
+            torch.jit.save(scripted, file, _extra_files={"cnnlab.json": json.dumps(meta)})
 
 
 def _onnx(wrapper: ExportedClassifier, example: torch.Tensor, meta: dict, path: Path) -> None:

@@ -34,19 +34,35 @@ def disk_full(path: Path) -> DiskFull:
     )
 
 
+def out_of_space(error: BaseException | None) -> bool:
+    """Whether ``error`` comes from a full disk (or quota). torch's C++ writers report one as a
+    RuntimeError ("unexpected pos ...") raised while handling the OSError of the Python file
+    they wrote to, so the whole chain of causes is searched."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temp path beside ``path`` to write to, renamed over ``path`` when the block succeeds
-    and removed when it fails; running out of space raises DiskFull."""
+    and removed when it fails; running out of space raises DiskFull.
+
+    torch writers must be given an open Python file (``open(tmp, "wb")``), not the path: with a
+    path, torch's C++ writer reports a full disk as a bare RuntimeError (torch.save) or aborts
+    the process (torch.jit.save); through a Python file the OSError reaches this block.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
         yield tmp
         os.replace(tmp, path)
-    except OSError as e:
+    except Exception as e:
         tmp.unlink(missing_ok=True)
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        if out_of_space(e):
             raise disk_full(path) from None
         raise
     except BaseException:

@@ -24,7 +24,7 @@ from filelock import SoftFileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
-from cnnlab.errors import CheckpointError, CnnlabError
+from cnnlab.errors import CheckpointError, CnnlabError, ConfigError
 from cnnlab.files import atomic_path
 
 log = logging.getLogger("cnnlab")
@@ -32,6 +32,7 @@ log = logging.getLogger("cnnlab")
 METRICS_FILE = "metrics.json"
 EVAL_METRICS_FILE = "eval_metrics.json"  # eval.py's results, beside (never over) a run's own
 LOCK_FILE = "run.lock"
+RECORD_DIR = ".hydra"  # the config as Hydra records it (compare_runs and users read it)
 
 
 # -- metrics.json ---------------------------------------------------------------------------
@@ -59,7 +60,7 @@ def read_metrics(run_dir: str | Path, name: str = METRICS_FILE) -> dict[str, Any
     path = Path(run_dir) / name
     try:
         metrics = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # missing, not JSON, not even text (UnicodeDecodeError)
         return None
     return metrics if isinstance(metrics, dict) else None
 
@@ -154,16 +155,66 @@ def run_lock(output_dir: str | Path) -> Iterator[None]:
 
 
 # -- what to do with what the run directory already holds ---------------------------------------
+def check_owner(output_dir: Path, key: str) -> None:
+    """Refuse a folder that holds the record of another configuration, before anything is written.
+
+    A run folder belongs to one configuration: its metrics.json, checkpoints, summary and
+    ``.hydra/`` describe that run, and a run of another config would replace them.
+    """
+    path = Path(output_dir) / METRICS_FILE
+    if not path.exists():
+        return
+    previous = read_metrics(output_dir)
+    owner = previous.get("config_hash") if previous else None
+    if owner == key:
+        return
+    what = (
+        f"the record of another configuration's run (status {previous.get('status')}, "
+        f"config_hash {owner})"
+        if previous
+        else "a metrics.json that cannot be read, so whose run it records is unknown"
+    )
+    raise ConfigError(
+        f"{output_dir} holds {what}; a run folder belongs to one configuration and its record "
+        f"is kept. Run this one in a new folder: hydra.run.dir=NEW_PATH (hydra.sweep.dir= for "
+        f"a sweep), or leave hydra.run.dir out for a fresh one."
+    )
+
+
+def write_hydra_record(output_dir: Path, cfg: DictConfig) -> None:
+    """``.hydra/config.yaml``, ``hydra.yaml`` and ``overrides.yaml`` as Hydra writes them, but
+    only once the folder is known to be this config's, and never over an earlier copy.
+
+    Hydra would write them before any cnnlab code runs (conf/hydra/default.yaml turns that
+    off with ``hydra.output_subdir: null``), replacing the record of a run that is then refused.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    folder = Path(output_dir) / RECORD_DIR
+    if not HydraConfig.initialized() or (folder / "config.yaml").exists():
+        return
+    hydra_cfg = HydraConfig.instance().cfg
+    nodes = {
+        "config.yaml": cfg,
+        "hydra.yaml": hydra_cfg,
+        "overrides.yaml": hydra_cfg.hydra.overrides.task,
+    }
+    for name, node in nodes.items():
+        with atomic_path(folder / name) as tmp:
+            tmp.write_text(OmegaConf.to_yaml(node))
+
+
 def plan_run(cfg: DictConfig, output_dir: Path, key: str) -> tuple[DictConfig, dict | None]:
     """``(cfg, None)`` to run (``cfg.ckpt_path`` set when resuming), or ``(cfg, metrics)`` to skip.
 
-    Same config, completed: skip. Same config, interrupted with a readable ``last.ckpt``:
-    resume from it. Anything else starts afresh; checkpoints left in the folder by an earlier
+    Another config's folder: refused (``check_owner``). Same config, completed: skip. Same
+    config, interrupted with a readable ``last.ckpt``: resume from it. Anything else starts afresh; checkpoints left in the folder by an earlier
     attempt are moved aside (``best.ckpt.stale``, an unreadable one ``last.ckpt.corrupt``) so
     the new run's files keep their plain names (no ``best-v1.ckpt`` beside stale ones).
     """
     from cnnlab.checkpoint import load_checkpoint
 
+    check_owner(output_dir, key)
     previous = read_metrics(output_dir) or {}
     folder = checkpoint_dir(cfg)
     if previous.get("config_hash") == key:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import socket
 import time
 import warnings
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from cnnlab.callbacks import EMA, InterruptCheckpoint, skip_inherited_batch_hooks
@@ -31,9 +33,10 @@ from cnnlab.checkpoint import (
     build_datamodule,
     check_compatible,
     elapsed_before,
+    load_checkpoint,
     load_classifier,
 )
-from cnnlab.cli import NVML_CHECK
+from cnnlab.cli import NVML_CHECK, in_multirun
 from cnnlab.config import create, overrides, validate
 from cnnlab.errors import CheckpointError, ConfigError, DiskFull
 from cnnlab.lit import ImageClassifier
@@ -45,13 +48,15 @@ from cnnlab.record import (
     checkpoint_dir,
     fingerprint,
     plan_run,
+    read_metrics,
     record_failure,
     record_interrupt,
     record_late_error,
     run_lock,
+    write_hydra_record,
     write_metrics,
 )
-from cnnlab.resources import check_fits_in_memory, peak_rss_mb
+from cnnlab.resources import check_accelerator, check_fits_in_memory, peak_rss_mb
 
 log = logging.getLogger("cnnlab")
 
@@ -226,15 +231,15 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
     output_dir = Path(cfg.paths.output_dir)
     key = fingerprint(cfg)
     with run_lock(output_dir):
-        cfg, skipped = plan_run(cfg, output_dir, key)
+        cfg, skipped = plan_run(cfg, output_dir, key)  # another config's folder: refused here
         if skipped is not None:
             return skipped
         try:
             return _train(cfg, output_dir, start, key, callbacks)
-        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: Lightning exits via these
+        except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C, SIGTERM: Lightning exits via these
             if rank_zero_only.rank == 0:
                 record_interrupt(output_dir, checkpoint_dir(cfg) / "last.ckpt", start)
-            raise
+            raise SystemExit(interrupted_status(e)) from e
         except DiskFull as e:  # not the run's fault: the same command resumes once there is room
             last = checkpoint_dir(cfg) / "last.ckpt"
             if rank_zero_only.rank == 0 and last.is_file():
@@ -243,19 +248,42 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
                 record_failure(output_dir, key, e, start, overrides())
             raise
         except Exception as e:  # nothing is left that looks like a result
-            if rank_zero_only.rank == 0:
+            # a single run refused before it claimed the folder (a bad value, missing data)
+            # records nothing and leaves no run folder (cnnlab.cli); a sweep's job is recorded
+            # so that the sweep's table shows it
+            if rank_zero_only.rank == 0 and (_claimed(output_dir) or in_multirun()):
                 record_failure(output_dir, key, e, start, overrides())
             raise
+
+
+def interrupted_status(interrupt: BaseException) -> int | str | None:
+    """The exit status of a run a signal ended, as a shell reports a process the signal killed
+    (128 + its number): 143 for SIGTERM, 130 for Ctrl-C. Lightning ends both quietly: SIGTERM
+    as a SystemExit without a code (status 0, which a scheduler or script takes for success),
+    Ctrl-C as ``sys.exit(1)`` while handling the KeyboardInterrupt."""
+    if isinstance(interrupt, SIGTERMException):
+        return 128 + signal.SIGTERM
+    if isinstance(interrupt, KeyboardInterrupt) or isinstance(
+        interrupt.__context__, KeyboardInterrupt
+    ):
+        return 128 + signal.SIGINT
+    return interrupt.code if isinstance(interrupt, SystemExit) else 1
+
+
+def _claimed(output_dir: Path) -> bool:
+    """Whether this process has claimed the run folder (its "running" record is there)."""
+    record = read_metrics(output_dir) or {}
+    return record.get("status") == "running" and record.get("pid") == os.getpid()
 
 
 def _train(
     cfg: DictConfig, output_dir: Path, start: float, key: str, extra: Sequence[pl.Callback]
 ) -> dict[str, Any]:
     validate(cfg)
+    check_accelerator(cfg.trainer.get("accelerator"), cfg.trainer.get("strategy"))
     configure_torch()
     if threads := cpu_threads(cfg):
         torch.set_num_threads(threads)
-    output_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule, model = build(cfg)  # bad model/data values fail here, before any data I/O
@@ -263,7 +291,6 @@ def _train(
         model.net, datamodule.input_shape, f"{model_title(model.net)} on {datamodule.spec.title}"
     )
     if rank_zero_only.rank == 0:
-        (output_dir / "model_summary.txt").write_text(table + "\n")
         log.info("\n%s", table)
     earlier = 0.0  # wall time already spent, when resuming
     if cfg.get("ckpt_path"):
@@ -310,8 +337,14 @@ def _train(
         "pid": os.getpid(),
         "host": socket.gethostname(),
     }
+    resumed = os.path.realpath(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    if resumed and os.path.dirname(resumed) != os.path.realpath(checkpoint_dir(cfg)):
+        # continues another folder's run: compare_runs shows the two as this one row
+        metrics["resumed_from"] = resumed
     if trainer.is_global_zero:  # claims the directory for this config, should the run crash
         write_metrics(output_dir, metrics)
+        write_hydra_record(output_dir, cfg)
+        (output_dir / "model_summary.txt").write_text(table + "\n")
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     fit_metrics = dict(trainer.callback_metrics)
     if cfg.get("ckpt_path") and _scalar(fit_metrics, "val/acc") is None:
@@ -319,18 +352,21 @@ def _train(
         # the final validation numbers are measured again on the restored weights
         trainer.validate(model, datamodule=datamodule, verbose=False)
         fit_metrics = dict(trainer.callback_metrics)
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    best_acc, best_epoch = (model.val_acc_best, model.best_epoch)
+    if cfg.get("ckpt_path"):
+        best_acc, best_epoch = _measure_best(cfg, trainer, model, datamodule, best)
     metrics.update(
         {
             "val/acc": _scalar(fit_metrics, "val/acc"),
             "val/loss": _scalar(fit_metrics, "val/loss"),
-            "val/acc_best": model.val_acc_best if model.best_epoch >= 0 else None,
-            "best_epoch": model.best_epoch if model.best_epoch >= 0 else None,
+            "val/acc_best": best_acc if best_epoch >= 0 else None,
+            "best_epoch": best_epoch if best_epoch >= 0 else None,
             "epochs": trainer.current_epoch,
             "steps": trainer.global_step,
         }
     )
     if cfg.get("test", True):
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
         trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
         metrics["test/acc"] = _scalar(trainer.callback_metrics, "test/acc")
         metrics["test/loss"] = _scalar(trainer.callback_metrics, "test/loss")
@@ -346,6 +382,35 @@ def _train(
         except Exception as e:  # a failure after testing never costs the results
             record_late_error(output_dir, metrics, e)
     return metrics
+
+
+def _measure_best(
+    cfg: DictConfig, trainer: pl.Trainer, model, datamodule, best: str | None
+) -> tuple[float, int]:
+    """A resumed run's best validation accuracy and its epoch, measured again on the weights of
+    its best checkpoint. The best so far travels in the resumed checkpoint, and a checkpoint
+    is data: an edited one could claim any accuracy. (-1 for the epoch: nothing to measure.)
+
+    A trainer of its own, without the run's callbacks (EMA would swap its average in) or
+    loggers, measures it; a multi-process run measures with its own trainer.
+    """
+    if not best:
+        return 0.0, -1
+    state = load_checkpoint(best)
+    model.load_state_dict(state["state_dict"])
+    if trainer.world_size == 1:
+        trainer = create(
+            cfg.trainer,
+            devices=1,
+            logger=False,
+            callbacks=[],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            profiler=None,
+        )
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    return _scalar(trainer.callback_metrics, "val/acc"), int(state["epoch"])
 
 
 def _log_hparams(loggers: list, cfg: DictConfig, metrics: dict[str, Any]) -> None:
@@ -394,6 +459,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise CheckpointError(
             "ckpt_path is required: python eval.py ckpt_path=<run>/checkpoints/best.ckpt"
         )
+    check_accelerator(cfg.trainer.get("accelerator"))
     model, info = load_classifier(cfg.ckpt_path)
     chosen = OmegaConf.select(cfg, "data")
     data_dir = OmegaConf.select(cfg, "data.data_dir") or cfg.paths.data_dir

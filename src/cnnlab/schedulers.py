@@ -12,7 +12,7 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from cnnlab.errors import ConfigError
+from cnnlab.config import check_warmup
 
 
 class WarmupCosine(LRScheduler):
@@ -33,15 +33,7 @@ class WarmupCosine(LRScheduler):
         warmup_epochs: float = 1.0,
         last_epoch: int = -1,
     ):
-        if (
-            isinstance(warmup_epochs, bool)
-            or not isinstance(warmup_epochs, (int, float))
-            or not (0 <= warmup_epochs <= epochs)
-        ):
-            raise ConfigError(
-                f"scheduler.warmup_epochs={warmup_epochs!r} must be a number in [0, {epochs}], "
-                f"at most the run's epochs (e.g. scheduler.warmup_epochs=1; 0.5 is half an epoch)."
-            )
+        check_warmup(warmup_epochs, epochs)
         self.total_steps = int(total_steps)
         self.warmup_steps = round(warmup_epochs / epochs * total_steps)
         super().__init__(optimizer, last_epoch)

@@ -78,6 +78,7 @@ def from_config(cfg: Any) -> Search:
         if cfg["launcher"] == "local" and workers > 1
         else None,
     )
+    check_storage(search.storage)
     distributions(search.params)  # every leaf is checked before anything starts
     _made("sampler", search.sampler, SAMPLERS)
     _made("pruner", search.pruner, PRUNERS)
@@ -176,6 +177,30 @@ def _made(kind: str, spec: dict[str, Any], names: tuple[str, ...], worker: int =
         return cls(**args)
     except TypeError as e:  # an argument the class does not take
         raise ConfigError(f"search.{kind} ({name}): {e}.") from None
+
+
+def check_storage(url: str | None) -> None:
+    """Refuse a storage whose file is a folder, or an SQLite file in a folder that does not
+    exist, before any trial starts (the database drivers fail deep inside with their own
+    exceptions). A journal file's folder is created, as the search folder is."""
+    if not url:
+        return
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else None
+    if scheme not in (None, "sqlite"):
+        return  # a database server: its own client says what is wrong
+    path = Path(url.split(":///", 1)[1]) if scheme else Path(url)
+    if scheme and str(path) in ("", ":memory:"):
+        return
+    if path.is_dir():
+        raise ConfigError(
+            f"storage={url!r} is a folder; give a file in it (e.g. storage={path}/study.journal, "
+            f"or sqlite:///{path}/study.db)."
+        )
+    if scheme and not path.parent.is_dir():
+        raise ConfigError(
+            f"storage={url!r}: the folder {path.parent} does not exist. Create it "
+            f"(mkdir -p {path.parent}) or give an SQLite file in an existing folder."
+        )
 
 
 def storage(search: Search) -> Any:

@@ -66,6 +66,9 @@ CASES = (
          r"trainer.gradient_clip_val=-1 must be a positive number"),
     Case("`trainer.profiler=simpel`", (*TRAIN, "trainer.profiler=simpel"),
          r"trainer.profiler='simpel' is not a profiler: use one of simple, advanced, pytorch"),
+    Case("`scheduler=warmup_cosine scheduler.warmup_epochs=5 trainer.max_epochs=2`",
+         (*TRAIN, "scheduler=warmup_cosine", "scheduler.warmup_epochs=5", "trainer.max_epochs=2"),
+         r"scheduler.warmup_epochs=5 must be a number in \[0, 2\], at most the run's epochs"),
     Case("`data.num_workers=-1`", (*TRAIN, "data.num_workers=-1"), r"data.num_workers=-1 must be an integer >= 0"),
     Case("`data.val_size=59999` (of 600 training images here)", (*TRAIN, "data.val_size=59999"),
          r"data.val_size=59999 must be a count in \[1, 600\)"),
@@ -91,6 +94,9 @@ CASES = (
          (*TRAIN, "hydra.run.dir={a_file}/run"), r"cannot create the output folder .*\(Not a directory\)", fast=True),
     Case("`data.data_dir` not writable (the files are to be copied there from a mirror)",
          (*TRAIN, "paths.data_dir=/proc/cnnlab", "paths.dataset_mirrors=[{mirror}]"), r"data_dir is not writable", fast=True),
+    Case("`-m hydra/launcher=slurm` on a machine without SLURM",
+         (TRAIN[0], "-m", *TRAIN[1:], "hydra/launcher=slurm", "hydra.sweep.dir={fresh}"),
+         r"hydra/launcher=slurm needs a SLURM cluster, and srun is not found", fast=True),
     Case("missing data, offline", (*TRAIN, "paths.data_dir={empty}"), r"MNIST not found. Tried:", one_line=False, fast=True),
     Case("data files of another shape (an IDX of 14x56 images for MNIST)", (*TRAIN, "paths.data_dir={wrong_shape}"),
          r"holds 200x14x56 items .* not the Nx28x28", fast=True),
@@ -117,6 +123,19 @@ CASES = (
          r"belongs to another setup \(LeNet5 on mnist\) and cannot resume this run"),
     Case("resuming with another optimizer (or scheduler)", (*TRAIN, "optimizer=sgd", "ckpt_path={ckpt}"),
          r"was trained with optimizer Adam and cannot resume with SGD", fast=True),
+    Case("another configuration into a completed run's folder (`hydra.run.dir=<run> model.dropout=0.3`)",
+         (*TRAIN[:-1], "model.dropout=0.3", "hydra.run.dir={run}"),
+         r"holds the record of another configuration's run \(status completed, .*hydra.run.dir=NEW_PATH", fast=True),
+    Case("resuming a checkpoint whose stored RNG state is malformed", (*TRAIN, "ckpt_path={bad_rng}"),
+         r"its stored random-number generator state is malformed"),
+    Case("a checkpoint whose stored model would not fit in memory (`width: 1e6`)", (*EVAL, "ckpt_path={huge}"),
+         r"stores a model of [\d,]+ parameters: loading it needs about"),
+    Case("`export.py out=` the checkpoint itself", ("scripts/export.py", "ckpt_path={ckpt}", "format=torchscript", "out={ckpt}"),
+         r"is the checkpoint being exported: writing there would destroy it", fast=True),
+    Case("`export.py out=` an existing file", ("scripts/export.py", "ckpt_path={ckpt}", "format=torchscript", "out={notes}"),
+         r"notes.txt exists already and is kept. Choose another out=, or add overwrite=true"),
+    Case("`search.py storage=` a folder", ("scripts/search.py", "storage={empty}", "dir={fresh}"),
+         r"storage='.*empty' is a folder; give a file in it"),
     Case("`eval.py` on another dataset", (*EVAL, "ckpt_path={ckpt}", "data=cifar10"),
          r"was trained on mnist .* cannot be tested on cifar10", fast=True),
     Case("`eval.py` on a folder whose class folders are not the checkpoint's classes",
@@ -212,6 +231,21 @@ class Workspace:
             }
 
         return self._edited_checkpoint("crafted", edit)
+
+    @cached_property
+    def bad_rng(self) -> Path:
+        import torch
+
+        def edit(ckpt):
+            ckpt["rng"]["torch"] = torch.zeros(7, dtype=torch.uint8)
+
+        return self._edited_checkpoint("bad_rng", edit)
+
+    @cached_property
+    def huge(self) -> Path:
+        return self._edited_checkpoint(
+            "huge", lambda ckpt: ckpt["cnnlab"]["config"]["model"].update(width=1e6)
+        )
 
     @cached_property
     def bare(self) -> Path:
