@@ -37,6 +37,7 @@ from cnnlab.cli import NVML_CHECK
 from cnnlab.config import create, overrides, validate
 from cnnlab.errors import CheckpointError, ConfigError, DiskFull
 from cnnlab.lit import ImageClassifier
+from cnnlab.loggers import logger_callbacks
 from cnnlab.metrics import per_class_accuracy
 from cnnlab.models import check_forward, count_params, layer_table, model_title
 from cnnlab.profiler import make_profiler
@@ -278,7 +279,7 @@ def _train(
     datamodule.prepare_data()  # missing or corrupt data fails here, in seconds
 
     loggers = _loggers(cfg)
-    callbacks = _callbacks(cfg)
+    callbacks = _callbacks(cfg) + logger_callbacks(loggers)
     if not loggers:  # logger=none: a learning-rate monitor would have nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     callbacks.append(
