@@ -153,6 +153,14 @@ def test_both_languages_have_every_label_with_the_same_placeholders():
         check_lang("fr")
 
 
+def test_every_kernel_and_activation_has_a_spanish_name():
+    from cnnlab.viz.activations import ACTIVATION_CURVES
+    from cnnlab.viz.kernels import KERNELS
+    from cnnlab.viz.labels import NAMES
+
+    assert {*COURSE_KERNELS, *KERNELS, *ACTIVATION_CURVES} == set(NAMES["es"])
+
+
 def _words(fig) -> str:
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     texts += [ax.get_title() for ax in fig.axes] + [ax.get_xlabel() for ax in fig.axes]
@@ -165,9 +173,10 @@ def test_course_figures_speak_spanish_with_lang_es():
     es = _words(kernel_figure(img, COURSE_KERNELS, stride=2, padding=1, lang="es"))
     assert "convolución" in es and "agrupación máx. 2x2" in es and "relleno (padding) 1" in es
     assert "entrada 28x28" in es and "convolution" not in es
+    assert "borde vertical (curso)" in es and "laplaciano" in es
     assert "agrupación media 2x2" in _words(pooling_figure(img[:8, :8], lang="es"))
     words = _words(activations_figure(lang="es"))
-    assert "ningún gradiente" in words and "Funciones de activación" in words
+    assert "sin gradiente" in words and "Funciones de activación" in words and "escalón" in words
     cm = torch.tensor([[3, 1], [0, 4]])
     words = _words(confusion_figure(cm, ["a", "b"], "Prueba", lang="es"))
     assert "clase predicha" in words and "Prueba: exactitud 87.50% de 8" in words

@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from cnnlab.viz.figures import subplots
-from cnnlab.viz.labels import label
+from cnnlab.viz.labels import label, term
 
 
 class Step(nn.Module):
@@ -44,7 +44,8 @@ def activations_figure(lo: float = -4.0, hi: float = 4.0, lang: str = "en") -> F
     x = torch.linspace(lo, hi, 801)
     data = curves(x)
     fig, axes = subplots(2, len(data), figsize=(2.6 * len(data), 5.6), sharex=True)
-    for c, (name, (y, dy)) in enumerate(data.items()):
+    for c, (key, (y, dy)) in enumerate(data.items()):
+        name = term(key, lang)
         for r, (values, title) in enumerate(
             ((y, name), (dy, label("derivative", lang, name=name)))
         ):

@@ -18,7 +18,7 @@ from torch import nn
 from cnnlab.models.blocks import pool
 from cnnlab.models.summary import window_out
 from cnnlab.viz.figures import subplots
-from cnnlab.viz.labels import label
+from cnnlab.viz.labels import label, term
 
 # The sign convention matters: a conv layer computes cross-correlation (the kernel slides over
 # the image unflipped), so [-1, 0, 1] answers a dark-to-bright edge (left to right) with a
@@ -168,13 +168,13 @@ def kernel_figure(
         axes[r, 0].text(
             0.95, 0.5, row, ha="right", va="center", fontsize=9, transform=axes[r, 0].transAxes
         )
-    for c, (name, kernel) in enumerate(kernels.items(), start=1):
+    for c, (kernel_name, kernel) in enumerate(kernels.items(), start=1):
         k = np.asarray(kernel, dtype=float)
         axes[0, c].imshow(k, cmap="coolwarm", vmin=-np.abs(k).max(), vmax=np.abs(k).max())
         for (i, j), v in np.ndenumerate(k):
             text = f"{v:g}" if v == int(v) else "1/9" if abs(v - 1 / 9) < 1e-9 else f"{v:.2f}"
             axes[0, c].text(j, i, text, ha="center", va="center", fontsize=7)
-        axes[0, c].set_title(name, fontsize=8)
+        axes[0, c].set_title(term(kernel_name, lang), fontsize=8)
         out = convolve(image, kernel, stride, padding)
         relu = out.clamp_min(0)
         panels = [out, relu, pooled(relu, "max", pool_size), pooled(relu, "avg", pool_size)]

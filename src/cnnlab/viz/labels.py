@@ -25,7 +25,7 @@ LABELS: dict[str, dict[str, str]] = {
             "positive side."
         ),
         "pooling_title": "Pooling {k}x{k}: the same map through max, average and min pooling",
-        "too_small": "cells too small to print values",
+        "too_small": "cells too small for values",
         "derivative": "d/dx {name}",
         "x": "x",
         "f": "f(x)",
@@ -67,12 +67,12 @@ LABELS: dict[str, dict[str, str]] = {
         "pooling_title": (
             "Agrupación (pooling) {k}x{k}: el mismo mapa por agrupación máxima, media y mínima"
         ),
-        "too_small": "celdas demasiado pequeñas para los valores",
+        "too_small": "celdas pequeñas: sin valores",
         "derivative": "d/dx {name}",
         "x": "x",
         "f": "f(x)",
         "df": "f'(x)",
-        "no_gradient": "0 en todas partes:\nningún gradiente del que aprender",
+        "no_gradient": "0 en todas partes:\nsin gradiente",
         "activations_title": (
             "Funciones de activación (arriba) y sus derivadas (abajo). El descenso por gradiente "
             "mueve los pesos según la derivada: la de la función escalón es 0 (no definida en "
@@ -93,6 +93,29 @@ LABELS: dict[str, dict[str, str]] = {
         "cam_scale": "valor del mapa (1 = su máximo)",
     },
 }
+# the demos' kernels and activations by name (cnnlab.viz.kernels, cnnlab.viz.activations)
+NAMES: dict[str, dict[str, str]] = {
+    "en": {},  # their own names
+    "es": {
+        "vertical edge (course)": "borde vertical (curso)",
+        "horizontal edge (course)": "borde horizontal (curso)",
+        "sobel (course)": "Sobel (curso)",
+        "laplacian": "laplaciano",
+        "vertical edge": "borde vertical",
+        "horizontal edge": "borde horizontal",
+        "sobel x": "Sobel x",
+        "sobel y": "Sobel y",
+        "emboss": "relieve",
+        "sharpen": "enfoque",
+        "box blur": "desenfoque de caja",
+        "step": "escalón",
+        "sigmoid": "sigmoide",
+        "tanh": "tanh",
+        "ReLU": "ReLU",
+        "leaky ReLU (0.1)": "ReLU con fuga (0.1)",
+        "GELU": "GELU",
+    },
+}
 LANGS = tuple(LABELS)
 
 
@@ -107,3 +130,8 @@ def check_lang(lang: str) -> str:
 def label(key: str, lang: str = "en", **values) -> str:
     """The figure text ``key`` in ``lang``, its ``{placeholders}`` filled from ``values``."""
     return LABELS[check_lang(lang)][key].format(**values)
+
+
+def term(text: str, lang: str = "en") -> str:
+    """A kernel's or an activation's name in ``lang`` (a name it has no word for stays as is)."""
+    return NAMES[check_lang(lang)].get(text, text)
