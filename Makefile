@@ -7,7 +7,7 @@ NB_STAMP := $(VENV)/.notebooks
 BROWSER_STAMP := $(VENV)/.browser
 
 .DEFAULT_GOAL := help
-.PHONY: help install os-datasets data train test test-full browser demo test-notebooks mutation mutation-score bench lint format tensorboard clean
+.PHONY: help install os-datasets data train test test-full browser demo test-notebooks mutation mutation-score bench lint format tensorboard mlflow-ui clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -109,6 +109,9 @@ format: $(STAMP)  ## ruff: fix what can be fixed, format
 tensorboard: $(STAMP)  ## open TensorBoard on every run in outputs/
 	$(BIN)/tensorboard --logdir outputs --host $(or $(HOST),localhost)
 
+mlflow-ui: $(STAMP)  ## open MLflow's UI on the runs of logger=mlflow (outputs/mlflow.db)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host $(or $(HOST),localhost) --port $(or $(PORT),5000)
+
 clean:  ## remove outputs, caches and the virtualenv (keeps data/)
-	rm -rf outputs/train outputs/eval outputs/sweeps outputs/notebooks multirun mutants .pytest_cache .ruff_cache $(VENV)
+	rm -rf outputs/train outputs/eval outputs/sweeps outputs/notebooks outputs/mlflow.db outputs/mlflow.db.lock outputs/mlartifacts multirun mutants .pytest_cache .ruff_cache $(VENV)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -6,7 +6,7 @@ blur) with a conv layer, then ReLU and 2x2 max / average pooling, and compares m
 average / min pooling. ``rgb=true`` adds rgb.png: one filter on a colour image, one kernel
 per channel, summed, plus bias. Without image=, uses a Fashion-MNIST test image (or a
 synthetic one if none is installed). Options: stride=1, padding=0, size=64, out_dir
-(default outputs/course).
+(default outputs/course), lang=en|es (the figures' words: English or the course's Spanish).
 """
 
 from pathlib import Path
@@ -28,6 +28,7 @@ from cnnlab.viz.kernels import (
     rgb_figure,
     sample_image,
 )
+from cnnlab.viz.labels import check_lang
 
 SETS = {"course": COURSE_KERNELS, "classic": KERNELS}
 
@@ -68,6 +69,7 @@ def main(argv: list[str]) -> int:
             "padding": "0",
             "size": "64",
             "out_dir": str(PROJECT_ROOT / "outputs" / "course"),
+            "lang": "en",
         },
         positive_ints=("stride", "size"),
         ints=("padding",),
@@ -76,6 +78,7 @@ def main(argv: list[str]) -> int:
         raise CnnlabError(f"kernels={args['kernels']!r}: choose one of {', '.join(SETS)}.")
     if args["rgb"] not in ("true", "false"):
         raise CnnlabError(f"rgb={args['rgb']!r}: use rgb=true or rgb=false.")
+    lang = check_lang(args["lang"])
     image = load_gray(args["image"], int(args["size"])) if args["image"] else default_image()
     if min(image.shape) < 3:
         h, w = image.shape
@@ -84,12 +87,16 @@ def main(argv: list[str]) -> int:
         )
     out = Path(args["out_dir"])
     figure = kernel_figure(
-        image, SETS[args["kernels"]], stride=int(args["stride"]), padding=int(args["padding"])
+        image,
+        SETS[args["kernels"]],
+        stride=int(args["stride"]),
+        padding=int(args["padding"]),
+        lang=lang,
     )
     print(f"Saved {save(figure, out / 'kernels.png')}")
     # a small map, so the pooled values can be printed on the figure
     small = torch.nn.functional.adaptive_avg_pool2d(image[None, None], 8)[0, 0].round()
-    print(f"Saved {save(pooling_figure(small), out / 'pooling.png')}")
+    print(f"Saved {save(pooling_figure(small, lang=lang), out / 'pooling.png')}")
     if args["rgb"] == "true":
         edges = [
             COURSE_KERNELS["vertical edge (course)"],

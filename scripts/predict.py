@@ -5,7 +5,8 @@ Options: ``topk=5``; ``chart=scores.png`` (a bar chart of the top classes); ``in
 ``show=seen.png`` (the prepared input, what the net saw); ``cam=true`` (a Grad-CAM overlay
 of the top class, saliency for a net without convolutions, written to ``cam_out=``, default
 ``outputs/predict/<image>_cam.png``), ``cam_class=NAME`` (another class), ``cam_layer=NAME``
-(another conv layer than the last; either implies ``cam=true``). A photo or drawing is prepared the
+(another conv layer than the last; either implies ``cam=true``); ``lang=en|es``: the words
+on the chart and the overlay (English or the course's Spanish). A photo or drawing is prepared the
 way the checkpoint's dataset was made: any size and colour mode; for MNIST and
 Fashion-MNIST also inverted, cropped to the object and centred.
 """
@@ -20,6 +21,7 @@ with heavy_imports():
     from cnnlab.predict import predict
     from cnnlab.viz.figures import bar_figure, input_and_cam_figure, save
     from cnnlab.viz.grids import image_grid, save_png
+    from cnnlab.viz.labels import check_lang, label
 
 
 def main(argv: list[str]) -> int:
@@ -27,11 +29,12 @@ def main(argv: list[str]) -> int:
         argv,
         required=("ckpt_path", "image"),
         optional={"topk": "5", "chart": "", "invert": "auto", "show": "", "cam": "false",
-                  "cam_class": "", "cam_layer": "", "cam_out": ""},
+                  "cam_class": "", "cam_layer": "", "cam_out": "", "lang": "en"},
         positive_ints=("topk",),
     )  # fmt: skip
     if args["cam"] not in ("true", "false"):
         raise CnnlabError(f"cam={args['cam']!r}: use cam=true or cam=false.")
+    lang = check_lang(args["lang"])
     cam = args["cam"] == "true" or bool(args["cam_class"] or args["cam_layer"])
     prediction = predict(
         args["ckpt_path"], args["image"], args["invert"], cam, args["cam_class"], args["cam_layer"]
@@ -46,9 +49,11 @@ def main(argv: list[str]) -> int:
         print(f"Input as the net saw it: {seen}")
     if args["chart"]:
         names, probs = zip(*top, strict=True)
-        chart = save(
-            bar_figure(list(names), list(probs), f"Top {len(top)}: {args['image']}"), args["chart"]
+        title = label("top_title", lang, k=len(top), image=args["image"])
+        fig = bar_figure(
+            list(names), list(probs), title, label("probability", lang), label("class", lang)
         )
+        chart = save(fig, args["chart"])
         print(f"Chart: {chart}")
     if cam:
         ex = prediction.explanation
@@ -60,7 +65,7 @@ def main(argv: list[str]) -> int:
             or PROJECT_ROOT / "outputs" / "predict" / f"{Path(args['image']).stem}_cam.png"
         )
         fig = input_and_cam_figure(
-            prediction.seen[0], ex.maps[0], f"{name} {p:.0%}", f"{ex.method}{where}: {name}"
+            prediction.seen[0], ex.maps[0], f"{name} {p:.0%}", f"{ex.method}{where}: {name}", lang
         )
         print(f"{ex.method}{where} of {name}: {save(fig, out)}")
     return 0

@@ -121,7 +121,7 @@ def test_a_run_logs_a_gradcam_grid_at_test_end(checkpoint):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run, _ = checkpoint
-    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
+    acc = EventAccumulator(str(run), size_guidance={"images": 0})
     acc.Reload()
     assert "test/gradcam" in acc.Tags()["images"]
 

@@ -1,5 +1,6 @@
-"""docs/COURSE.md, the course map, names only things that exist: every ``train.py`` command
-composes and builds, every script exists and takes the keys given, every figure and notebook is there."""
+"""The course maps, docs/COURSE.md and its Spanish twin docs/CURSO.md, name only things that
+exist: every ``train.py`` command composes and builds, every script exists and takes the keys
+given, every figure and notebook is there."""
 
 from __future__ import annotations
 
@@ -7,13 +8,18 @@ import re
 import shlex
 
 import pytest
+from omegaconf import OmegaConf
 
 from cnnlab.config import PROJECT_ROOT, compose_config, validate
 from cnnlab.run import build
 
 COURSE = PROJECT_ROOT / "docs" / "COURSE.md"
+CURSO = PROJECT_ROOT / "docs" / "CURSO.md"
 TEXT = COURSE.read_text()
-COMMANDS = sorted(set(re.findall(r"`((?:python|make) [^`]+)`", TEXT)))
+MAPS = (COURSE, CURSO)
+COMMANDS = sorted(
+    {c for doc in MAPS for c in re.findall(r"`((?:python|make) [^`]+)`", doc.read_text())}
+)
 # scripts that take train.py's overrides besides their own keys
 TRAIN_STYLE = {
     "summary.py": (),
@@ -43,7 +49,16 @@ def test_train_commands_compose(command):
             assert str(cfg[key.split(".")[0]][key.split(".", 1)[1]]).lower() == value.lower()
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if "scripts/" in c or "eval.py" in c])
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c.startswith("python eval.py")])
+def test_eval_commands_compose(command):
+    args = [re.sub(r"<(\w+)>", r"\1", a) for a in shlex.split(command)[2:]]  # <run>: a folder
+    cfg = compose_config("eval", args, output_dir=".")
+    for arg in args:
+        key, _, value = arg.partition("=")
+        assert str(OmegaConf.select(cfg, key)) == value
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if "scripts/" in c])
 def test_scripts_exist_and_take_these_keys(command):
     words = shlex.split(command)
     script = PROJECT_ROOT / words[1]
@@ -67,12 +82,27 @@ def test_make_targets_exist(command):
     assert re.search(rf"^{re.escape(target)}:", (PROJECT_ROOT / "Makefile").read_text(), re.M)
 
 
-def test_linked_figures_and_notebooks_exist():
-    links = re.findall(r"\]\(([^)#]+)\)", TEXT)
+@pytest.mark.parametrize("doc", MAPS, ids=lambda d: d.name)
+def test_linked_figures_and_notebooks_exist(doc):
+    links = re.findall(r"\]\(([^)#]+)\)", doc.read_text())
     assert any(link.endswith(".png") for link in links)
     assert sum(link.endswith(".ipynb") for link in links) == 4
     for link in links:
-        assert (COURSE.parent / link).exists(), f"COURSE.md links to a missing {link}"
+        assert (doc.parent / link).exists(), f"{doc.name} links to a missing {link}"
+
+
+def test_both_maps_have_the_same_rows_and_notebooks():
+    def column(doc, i):  # the i-th cell of each row of the topic table
+        rows = doc.read_text().split("## ")[-1].splitlines()
+        cells = [re.split(r"(?<!\\)\|", r.strip().strip("|")) for r in rows if r.startswith("| ")]
+        return [c[i].strip() for c in cells if "---" not in c[0]][1:]
+
+    assert len(column(COURSE, 3)) == len(column(CURSO, 3)) == 20
+
+    def notebooks(doc):  # each topic's notebook numbers, row by row
+        return [re.findall(r"\b0\d\b", cell) for cell in column(doc, 3)]
+
+    assert notebooks(COURSE) == notebooks(CURSO)
 
 
 def test_every_deck_topic_is_on_the_map():
@@ -96,5 +126,33 @@ def test_every_deck_topic_is_on_the_map():
         assert f"**{term}**" in TEXT, term
 
 
-def test_the_readme_links_the_course_map():
-    assert "](docs/COURSE.md)" in (PROJECT_ROOT / "README.md").read_text()
+def test_every_deck_topic_is_on_the_spanish_map_in_the_decks_terms():
+    text = CURSO.read_text()
+    for term in (
+        "Convolución",
+        "relleno (padding)",
+        "paso (stride)",
+        "Kernel / filtro",
+        "ReLU",
+        "Agrupación (pooling)",
+        "Capa totalmente conectada",
+        "Softmax y entropía cruzada",
+        "Abandono (dropout)",
+        "Normalización por lotes",
+        "Aumento de datos",
+        "Perceptrón y funciones de activación",
+        "LeNet-5",
+        "AlexNet",
+        "VGG",
+        "MLP frente a CNN",
+        "El ejercicio de CIFAR-10",
+        "La bitácora de experimentos",
+    ):
+        assert f"**{term}**" in text, term
+    # its figures of the course are the Spanish ones, made with lang=es
+    assert "lang=es" in text and "](es/kernels.png)" in text
+
+
+def test_the_readme_links_the_course_maps():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert "](docs/COURSE.md)" in readme and "](docs/CURSO.md)" in readme

@@ -80,6 +80,7 @@ def test_every_option_of_every_group_trains_and_tests(group, option, tmp_path, e
     extra = {
         ("data", "folder"): [f"data.root={every_dataset / 'photos'}"],
         ("regulariser", "tta"): ["data=fashion_mnist"],  # a mirrored digit is no digit
+        ("logger", "mlflow"): [f"paths.log_dir={tmp_path / 'outputs'}"],  # its database
     }.get((group, option), [])
     cfg, metrics = _run(tmp_path, every_dataset, f"{group}={option}", *extra)
     assert metrics["status"] == "completed" and "late_error" not in metrics, metrics
@@ -92,7 +93,9 @@ def test_every_option_of_every_group_trains_and_tests(group, option, tmp_path, e
     if (group, option) == ("logger", "csv"):
         assert list(run.rglob("metrics.csv"))
     if (group, option) == ("logger", "none"):
-        assert not (run / "tensorboard").exists()
+        assert not list(run.glob("events.out.tfevents.*"))
+    if (group, option) == ("logger", "mlflow"):
+        assert (tmp_path / "outputs" / "mlflow.db").is_file()
 
 
 def _first_job(preset: str) -> list[str]:

@@ -76,6 +76,22 @@ def test_torchscript_gives_the_checkpoints_probabilities(checkpoint):
     assert "uint8" in meta["input"] and "probabilities" in meta["output"]
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+def test_torchscript_refuses_floats_and_other_sizes_as_the_onnx_file_does(checkpoint, tmp_path):
+    path, images = checkpoint
+    out = tmp_path / "model.pt"
+    proc = _export(f"ckpt_path={path}", "format=torchscript", f"out={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    module = torch.jit.load(str(out))
+    with pytest.raises(Exception, match=r"expected uint8 images .*values 0-255, not another dtype"):
+        module(images.float() / 255)  # floats in [0, 1]: once answered, about 8% right
+    with pytest.raises(Exception, match=r"of shape \(N, 1, 28, 28\), got \[16, 1, 32, 32\]"):
+        module(torch.nn.functional.pad(images, (2, 2, 2, 2)))
+    with pytest.raises(Exception, match=r"got \[1, 28, 28\]"):
+        module(images[0])  # one image without its batch dimension
+    assert module(images[:3]).shape == (3, 10)  # any batch size
+
+
 def test_onnx_gives_the_checkpoints_probabilities(checkpoint, tmp_path):
     ort = pytest.importorskip("onnxruntime", reason="the export extra is not installed")
     for package in ("onnx", "onnxscript"):

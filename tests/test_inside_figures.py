@@ -59,9 +59,10 @@ def test_a_multi_channel_filter_is_titled_as_the_mean_it_is_drawn_as():
     texts = _texts(fig)
     assert "mean over 6 input channels" in texts[-1]
     assert [t for t in texts if t.startswith("filter ")] == [f"filter {k}" for k in range(1, 17)]
-    # the first tile is filter 1 averaged over its 6 input channels, stretched to [0, 1]
-    mean = net.C3.weight.detach().numpy()[0].mean(axis=0)
-    stretched = (mean - mean.min()) / (mean.max() - mean.min())
+    # the first tile is filter 1 averaged over its 6 input channels, on the scale all tiles
+    # share: [-m, m] -> [0, 1] for m the largest |mean weight| of any filter
+    means = net.C3.weight.detach().numpy().mean(axis=1)
+    stretched = (means[0] / np.abs(means).max() + 1) / 2
     mosaic = np.asarray(fig.axes[0].images[0].get_array())
     scale = 5  # a 5x5 kernel is drawn 25x25: each weight a 5x5 block
     top_left = mosaic[: 5 * scale : scale, : 5 * scale : scale]

@@ -93,7 +93,7 @@ def test_own_model_trains_with_its_table_filters_and_feature_maps(own_model, tin
         assert line in table
     assert "Conv2d 6@3x3 s1 p1" in table and "Total params: 1,372" in table
 
-    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0})
+    events = EventAccumulator(str(tmp_path / "run"), size_guidance={"images": 0})
     events.Reload()
     images = set(events.Tags()["images"])
     assert {"filters/conv_in", "feature_maps/conv_in", "feature_maps/block.0"} <= images

@@ -238,6 +238,18 @@ def test_the_not_found_message_lists_every_place_in_order_then_the_fixes(tmp_pat
     )
 
 
+def test_the_not_found_message_names_the_datasets_that_are_here(tmp_path, data_dir):
+    mirror = tmp_path / "mirror"  # as Debian's dataset-fashion-mnist lays it out
+    write_mnist_like(None, folder=mirror / "fashion-mnist", compress=True)
+    write_mnist_like(None, folder=get_spec("mnist").target_dir(data_dir))  # mnist, in data_dir
+    with pytest.raises(DataError) as err:
+        ensure_dataset("svhn", data_dir, mirrors=[str(mirror)], download=False)
+    assert str(err.value).splitlines()[-1] == (
+        f"Available here now: data=mnist (in {data_dir / 'MNIST' / 'raw'}), "
+        f"data=fashion_mnist (in {mirror / 'fashion-mnist'})"
+    )
+
+
 def test_the_debian_package_is_the_first_fix_where_there_is_one(data_dir):
     with pytest.raises(DataError) as err:
         ensure_dataset("fashion_mnist", data_dir, mirrors=[], download=False)

@@ -48,7 +48,7 @@ print(m["status"], "albumentations" in sys.modules, "cv2" in sys.modules)
     assert out.returncode == 0, out.stderr[-2000:]
     # 0.3 s of start-up (pyplot comes with pytorch_lightning itself, through torchmetrics)
     assert out.stdout.split()[-3:] == ["completed", "False", "False"]
-    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "run").glob("events.out.tfevents.*"))
 
 
 def test_torch_and_lightning_are_imported_without_repeated_full_collections():
@@ -201,7 +201,7 @@ print(len(opened), "PYTORCH_NVML_BASED_CUDA_CHECK" in os.environ)
 
 
 def _confusion_steps(run_dir: Path) -> list[int]:
-    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    acc = EventAccumulator(str(run_dir), size_guidance={"images": 0})
     acc.Reload()
     return [e.step for e in acc.Images("val/confusion_matrix")]
 
@@ -218,7 +218,7 @@ def test_the_validation_confusion_figure_is_drawn_every_n_epochs_and_for_the_las
     )  # fmt: skip
     # after epochs 2 and 4 (steps 20 and 40), and after the final, 5th epoch (step 50)
     assert _confusion_steps(tmp_path / "run") == [20, 40, 50]
-    counts = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    counts = EventAccumulator(str(tmp_path / "run"))
     counts.Reload()
     assert "val/confusion_counts/text_summary" in counts.Tags()["tensors"]
 
@@ -338,7 +338,7 @@ def test_the_training_loss_is_logged_only_at_the_steps_the_logger_writes(
     train(
         make_cfg(tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=2", "trainer.log_every_n_steps=3")
     )
-    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    acc = EventAccumulator(str(tmp_path / "run"))
     acc.Reload()
     written = [e.step for e in acc.Scalars("train/loss")]
     assert written == [s for s in range(20) if (s + 1) % 3 == 0]  # 10 batches x 2 epochs

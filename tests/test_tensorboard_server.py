@@ -73,7 +73,7 @@ def test_a_tensorboard_server_serves_the_readme_tags_and_images(tmp_path):
     )  # fmt: skip
     assert metrics["test/acc"] < 1
     assert metrics["status"] == "completed"
-    logdir = Path(cfg.paths.output_dir) / "tensorboard"
+    logdir = Path(cfg.paths.output_dir)
     assert logdir.is_dir()
     port = _free_port()
     server = subprocess.Popen(

@@ -96,9 +96,7 @@ def test_not_an_image_is_refused(trained, tmp_path):  # noqa: F811
 
 def test_tensorboard_holds_the_diagnostic_images(trained):  # noqa: F811
     cfg, metrics = trained
-    acc = EventAccumulator(
-        str(Path(cfg.paths.output_dir) / "tensorboard"), size_guidance={"images": 0, "tensors": 0}
-    )
+    acc = EventAccumulator(cfg.paths.output_dir, size_guidance={"images": 0, "tensors": 0})
     acc.Reload()
     images = set(acc.Tags()["images"])
     assert {

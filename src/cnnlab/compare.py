@@ -366,12 +366,7 @@ def bars(runs: Sequence[Run], metric: str = "test/acc", group: bool = True) -> B
     if not done:
         raise CnnlabError(f"No run has {metric}; nothing to plot.")
     done.sort(key=lambda g: tuple(g.overrides.get(k, "") for k in keys))
-    # a key a row does not set (a group's seed, a run on the defaults) is left out of its label
-    labels = [
-        ", ".join(f"{k.split('.')[-1]}={g.overrides[k]}" for k in keys if g.overrides.get(k))
-        or g.runs[0].path.name
-        for g in done
-    ]
+    labels = [_bar_label(g, keys) for g in done]
     stats = [g.value(metric) for g in done]
     repeats = any(len(g.runs) > 1 for g in done)
     return Bars(
@@ -386,6 +381,20 @@ def bars(runs: Sequence[Run], metric: str = "test/acc", group: bool = True) -> B
         colours=[g.overrides.get(keys[0], "") if keys else "" for g in done],
         title=f"{metric}: mean ± std over seeds/folds" if repeats else f"{metric} per run",
     )
+
+
+def _bar_label(group: Group, keys: Sequence[str]) -> str:
+    """What tells a bar apart: its swept values (a key it does not set, as a group's seed, is
+    left out); with none, a lone run's folder, or what a group of repeats shares (its
+    overrides but seeds and folds: the bar is their mean, not any one seed's)."""
+    swept = ", ".join(
+        f"{k.split('.')[-1]}={group.overrides[k]}" for k in keys if group.overrides.get(k)
+    )
+    if swept:
+        return swept
+    if len(group.runs) == 1:
+        return group.runs[0].path.name
+    return ", ".join(f"{k}={v}" for k, v in group.overrides.items()) or "defaults"
 
 
 def plot(

@@ -39,19 +39,36 @@ OUTPUT = "class probabilities (N, classes), softmax of the net's logits"
 
 
 class ExportedClassifier(nn.Module):
-    """uint8 images -> class probabilities: the checkpoint's normalisation, net and softmax."""
+    """uint8 images -> class probabilities: the checkpoint's normalisation, net and softmax.
+
+    It refuses any other input type or image size, as the ONNX file's typed input does: floats
+    in [0, 1] would otherwise be taken for 0-255 values and answered quietly wrong (a Fashion-
+    MNIST LeNet-5 then scores about 8%).
+    """
 
     classes: list[str]
+    input_shape: list[int]
 
-    def __init__(self, net: nn.Module, mean, std, classes):
+    def __init__(self, net: nn.Module, mean, std, classes, input_shape):
         super().__init__()
         self.net = net
         scale, shift = normalization_constants(mean, std)
         self.register_buffer("scale", scale)
         self.register_buffer("shift", shift)
         self.classes = list(classes)
+        self.input_shape = [int(n) for n in input_shape]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype != torch.uint8:
+            raise ValueError(  # (TorchScript prints a dtype as a number: not named here)
+                "expected uint8 images (N, C, H, W), values 0-255, not another dtype; floats in "
+                "[0, 1] become that by (x * 255).round().to(torch.uint8)"
+            )
+        if images.dim() != 4 or list(images.shape[1:]) != self.input_shape:
+            raise ValueError(
+                "expected uint8 images (N, C, H, W) of shape (N, " + str(self.input_shape)[1:-1]
+                + "), got " + str(list(images.shape))
+            )  # fmt: skip
         # (x / 255 - mean) / std as cnnlab.data.normalize computes it: one fused multiply-add
         x = torch.addcmul(self.shift, images.float(), self.scale)
         return torch.softmax(self.net(x), dim=1)
@@ -114,7 +131,7 @@ def export(
     check_format(fmt)  # before the checkpoint is even opened
     model, info = load_classifier(ckpt_path)  # weights only, allow-listed classes
     mean, std = input_normalization(info)
-    wrapper = ExportedClassifier(model.net, mean, std, info["classes"]).eval()
+    wrapper = ExportedClassifier(model.net, mean, std, info["classes"], info["input_shape"]).eval()
     meta = {
         "classes": list(info["classes"]),
         "mean": list(mean),

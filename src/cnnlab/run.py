@@ -40,6 +40,7 @@ from cnnlab.cli import NVML_CHECK, in_multirun
 from cnnlab.config import create, overrides, validate
 from cnnlab.errors import CheckpointError, ConfigError, DiskFull
 from cnnlab.lit import ImageClassifier
+from cnnlab.loggers import logger_callbacks
 from cnnlab.metrics import per_class_accuracy
 from cnnlab.models import check_forward, count_params, layer_table, model_title
 from cnnlab.profiler import make_profiler
@@ -57,6 +58,7 @@ from cnnlab.record import (
     write_metrics,
 )
 from cnnlab.resources import check_accelerator, check_fits_in_memory, peak_rss_mb
+from cnnlab.viz.labels import check_lang, label
 
 log = logging.getLogger("cnnlab")
 
@@ -305,7 +307,7 @@ def _train(
     datamodule.prepare_data()  # missing or corrupt data fails here, in seconds
 
     loggers = _loggers(cfg)
-    callbacks = _callbacks(cfg)
+    callbacks = _callbacks(cfg) + logger_callbacks(loggers)
     if not loggers:  # logger=none: a learning-rate monitor would have nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     callbacks.append(
@@ -455,6 +457,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test a checkpoint on the test split of its dataset (or of ``data=``, if compatible)."""
     start = time.perf_counter()
     configure_torch()
+    lang = check_lang(cfg.get("lang", "en"))  # the figures' words, checked before any work
     if not cfg.get("ckpt_path"):
         raise CheckpointError(
             "ckpt_path is required: python eval.py ckpt_path=<run>/checkpoints/best.ckpt"
@@ -521,11 +524,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics["test/acc_per_class"] = dict(zip(classes, per_class, strict=True))
     metrics["test/confusion_matrix"] = cm.tolist()
     save(
-        confusion_figure(cm, classes, f"Test ({Path(cfg.ckpt_path).name})"),
+        confusion_figure(cm, classes, f"{label('test', lang)} ({Path(cfg.ckpt_path).name})", lang),
         output_dir / "confusion_matrix.png",
     )
     save(
-        bar_figure(classes, per_class, "Test accuracy per class"),
+        bar_figure(
+            classes,
+            per_class,
+            label("per_class_title", lang),
+            label("accuracy", lang),
+            label("class", lang),
+        ),
         output_dir / "accuracy_per_class.png",
     )
     # its own file: eval into a training run's directory never replaces that run's metrics.json

@@ -255,10 +255,26 @@ def ensure_dataset(
     else:
         tried.append("download: disabled (data.download=false)")
 
-    raise DataError(_not_found_message(spec, data_dir, tried))
+    raise DataError(_not_found_message(spec, data_dir, tried, mirrors))
 
 
-def _not_found_message(spec: DatasetSpec, data_dir: Path, tried: list[str]) -> str:
+def _found_elsewhere(spec: DatasetSpec, data_dir: Path, mirrors: Sequence[str]) -> list[str]:
+    """The other built-in datasets whose files are in the places ``spec`` was looked for."""
+    found = []
+    for other in SPECS.values():
+        places = [
+            other.target_dir(data_dir),
+            *(Path(m) / a for m in mirrors for a in other.aliases),
+        ]
+        where = next((p for p in places if _find_files(other, p) is not None), None)
+        if other.name != spec.name and where is not None:
+            found.append(f"data={other.name} (in {where})")
+    return found
+
+
+def _not_found_message(
+    spec: DatasetSpec, data_dir: Path, tried: list[str], mirrors: Sequence[str] = ()
+) -> str:
     fixes = []
     if spec.debian_package:
         fixes.append(
@@ -270,4 +286,6 @@ def _not_found_message(spec: DatasetSpec, data_dir: Path, tried: list[str]) -> s
     lines = [f"{spec.title} not found. Tried:"]
     lines += [f"  - {t}" for t in tried]
     lines.append("Fix: " + "\n     ".join(fixes))
+    if here := _found_elsewhere(spec, data_dir, mirrors):  # what runs right now, offline
+        lines.append("Available here now: " + ", ".join(here))
     return "\n".join(lines)

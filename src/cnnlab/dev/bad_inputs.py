@@ -150,6 +150,8 @@ CASES = (
     Case("`image=` a folder", ("scripts/kernels.py", "image={empty}", "out_dir={fresh}"), r"is a folder; give one image file"),
     Case("a decompression-bomb PNG", ("scripts/kernels.py", "image={bomb}", "out_dir={fresh}"),
          r"bomb.png is refused: Image size \(400000000 pixels\) exceeds limit", fast=True),
+    Case("`lang=fr` in `kernels.py` (also `activations.py`, `predict.py`, `eval.py`)",
+         ("scripts/kernels.py", "lang=fr", "out_dir={fresh}"), r"lang='fr' is not a language of the figures: use lang=en or lang=es"),
     Case("a `metrics.json` holding a JSON list, in `compare_runs.py`", ("scripts/compare_runs.py", "{list_run}"),
          r"failed: metrics.json holds a list, not a run", exit=0, stream="stdout", one_line=False, fast=True),
 )  # fmt: skip

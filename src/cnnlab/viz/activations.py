@@ -7,6 +7,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from cnnlab.viz.figures import subplots
+from cnnlab.viz.labels import label, term
 
 
 class Step(nn.Module):
@@ -38,32 +39,36 @@ def curves(x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     return out
 
 
-def activations_figure(lo: float = -4.0, hi: float = 4.0) -> Figure:
+def activations_figure(lo: float = -4.0, hi: float = 4.0, lang: str = "en") -> Figure:
+    """Each activation (top row, y = f(x)) above its derivative (bottom row, y = f'(x))."""
     x = torch.linspace(lo, hi, 801)
     data = curves(x)
-    fig, axes = subplots(2, len(data), figsize=(2.6 * len(data), 5.2), sharex=True)
-    for c, (name, (y, dy)) in enumerate(data.items()):
-        for r, (values, label) in enumerate(((y, name), (dy, f"d/dx {name}"))):
+    fig, axes = subplots(2, len(data), figsize=(2.6 * len(data), 5.6), sharex=True)
+    for c, (key, (y, dy)) in enumerate(data.items()):
+        name = term(key, lang)
+        for r, (values, title) in enumerate(
+            ((y, name), (dy, label("derivative", lang, name=name)))
+        ):
             ax = axes[r, c]
             ax.axhline(0, color="0.8", lw=0.8)
             ax.axvline(0, color="0.8", lw=0.8)
             ax.plot(x, values, color="C0" if r == 0 else "C3")
-            ax.set_title(label, fontsize=9)
+            ax.set_title(title, fontsize=9)
             ax.set_ylim(min(-1.3, float(values.min()) - 0.2), max(1.3, float(values.max()) + 0.2))
+            ax.set_ylabel(label("f" if r == 0 else "df", lang), fontsize=8, labelpad=1)
+            ax.tick_params(labelsize=7)
+        axes[1, c].set_xlabel(label("x", lang), fontsize=8)
     axes[1, 0].text(
         0.5,
         0.55,
-        "0 everywhere:\nno gradient to learn from",
+        label("no_gradient", lang),
         ha="center",
         fontsize=8,
         transform=axes[1, 0].transAxes,
         color="C3",
     )
     fig.suptitle(
-        "Activations (top) and their derivatives (bottom). Gradient descent moves weights along "
-        "the derivative: the step function's is 0 (undefined at 0), so a network of steps cannot "
-        "be trained by backpropagation; sigmoid and tanh saturate (derivative near 0 for large |x|); "
-        "ReLU passes gradient 1 for x > 0.",
+        label("activations_title", lang),
         fontsize=8,
         wrap=True,
     )

@@ -24,6 +24,7 @@ from cnnlab.files import atomic_path
 from cnnlab.metrics import per_class_accuracy
 from cnnlab.models.blocks import ACTIVATIONS
 from cnnlab.models.summary import record
+from cnnlab.viz.labels import label
 
 if TYPE_CHECKING:
     from cnnlab.compare import Bars
@@ -51,9 +52,10 @@ def to_image(fig: Figure, dpi: int = 90) -> np.ndarray:
 
 
 def confusion_figure(
-    cm: torch.Tensor, classes: Sequence[str], title: str = "Confusion matrix"
+    cm: torch.Tensor, classes: Sequence[str], title: str = "Confusion matrix", lang: str = "en"
 ) -> Figure:
     """Counts per (true, predicted) class, with per-class accuracy in the row labels."""
+
     per_class = per_class_accuracy(cm.cpu()).numpy()
     cm = cm.cpu().numpy()
     n = len(classes)
@@ -63,8 +65,8 @@ def confusion_figure(
     ax.set_yticks(
         range(n), [f"{c} ({a:.0%})" for c, a in zip(classes, per_class, strict=True)], fontsize=8
     )
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true (class accuracy)")
+    ax.set_xlabel(label("predicted", lang))
+    ax.set_ylabel(label("true", lang))
     threshold = cm.max() / 2 if cm.size else 0
     for i in range(n):
         for j in range(n):
@@ -79,7 +81,8 @@ def confusion_figure(
                     color="white" if cm[i, j] > threshold else "black",
                 )
     total = cm.sum()
-    ax.set_title(f"{title}: accuracy {np.trace(cm) / max(total, 1):.2%} of {int(total)}")
+    acc = np.trace(cm) / max(total, 1)
+    ax.set_title(label("confusion_title", lang, title=title, acc=acc, n=int(total)))
     fig.tight_layout()
     return fig
 
@@ -149,13 +152,17 @@ def labelled_figure(
     below, pad = max(8, h * 2 // 3), max(1, w // 10)  # label room under each image
     fig, ax = subplots(figsize=(cols * 1.3 * scale, (rows * 1.5 + 0.3) * scale))
     _mosaic(ax, tile(shown, cols, pad, below), cmap=cmap, interpolation="nearest")
-    for k, label in enumerate(labels):
+    for k, text in enumerate(labels):
         r, q = divmod(k, cols)
         x, y = q * (w + pad) + w / 2, r * (h + below + pad) + h + below / 2
-        ax.text(x, y, label, ha="center", va="center", fontsize=6.5 * scale)
+        ax.text(x, y, text, ha="center", va="center", fontsize=6.5 * scale)
     fig.suptitle(title, fontsize=9 * scale)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.35 / (rows * 1.5 + 0.3))
     return fig
+
+
+# filters, feature maps, Grad-CAM grids: large enough to read each tile's label
+FIGURE_SCALE = 1.5
 
 
 def cam_overlay(images: torch.Tensor, maps: torch.Tensor, alpha: float = 0.5) -> np.ndarray:
@@ -171,15 +178,26 @@ def _rgb(images: torch.Tensor) -> np.ndarray:
     return np.repeat(shown, 3, axis=-1) if shown.shape[-1] == 1 else shown
 
 
+def value_bar(fig: Figure, cmap: str, lo: float, hi: float, caption: str) -> None:
+    """A colour bar beside the figure's (first) axes: what the colours of ``cmap`` stand for."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    bar = fig.colorbar(
+        ScalarMappable(Normalize(lo, hi), cmap), ax=fig.axes[0], fraction=0.03, pad=0.01
+    )
+    bar.set_label(caption, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+
+
 def cam_figure(
     images: torch.Tensor, maps: torch.Tensor, labels: Sequence[str], title: str, cols: int = 8
 ) -> Figure:
-    """Each image with its Grad-CAM (or saliency) map over it, labelled."""
-    return labelled_figure(cam_overlay(images, maps), labels, title, cols)
-
-
-# filters and feature maps: large enough to read each tile's label
-FIGURE_SCALE = 1.5
+    """Each image with its Grad-CAM (or saliency) map over it, labelled, with the colour bar
+    of the map (each image's map is scaled to its own maximum)."""
+    fig = labelled_figure(cam_overlay(images, maps), labels, title, cols, scale=FIGURE_SCALE)
+    value_bar(fig, "jet", 0.0, 1.0, label("cam_scale"))
+    return fig
 
 
 def filters_title(name: str, conv: nn.Conv2d) -> str:
@@ -191,16 +209,26 @@ def filters_title(name: str, conv: nn.Conv2d) -> str:
 
 
 def filters_figure(conv: nn.Conv2d, title: str, max_filters: int = 64) -> Figure:
-    """One labelled tile per output channel, each stretched to its own range: RGB when the
-    layer sees 3 channels, else the mean over its input channels (``filters_title`` says so)."""
+    """One labelled tile per output channel. A layer that sees 3 channels: RGB, each tile
+    stretched to its own range (a colour has no one scale). Else the mean over its input
+    channels (``filters_title`` says so) on one scale for all, symmetric about 0, with its
+    colour bar: a weak filter looks weak, and the sign of each weight shows."""
     w = conv.weight.detach().cpu()[:max_filters]
-    tiles = w if w.shape[1] == 3 else w.mean(dim=1, keepdim=True)
-    labels = [f"filter {k + 1}" for k in range(len(tiles))]
-    shown = to_display(tiles)
+    labels = [f"filter {k + 1}" for k in range(len(w))]
+    if w.shape[1] == 3:
+        shown, cmap, top = to_display(w), "gray", None
+    else:
+        tiles = w.mean(dim=1)
+        top = float(tiles.abs().max()) or 1.0
+        shown = ((tiles / top + 1) / 2).unsqueeze(-1).numpy()  # [-top, top] -> [0, 1]
+        cmap = "coolwarm"
     # a 3x3 or 5x5 kernel blown up to about 24 px, so the label room under it is to scale
     f = max(1, -(-24 // shown.shape[1]))
     shown = shown.repeat(f, axis=1).repeat(f, axis=2)
-    return labelled_figure(shown, labels, title, cols=8, scale=FIGURE_SCALE)
+    fig = labelled_figure(shown, labels, title, cols=8, scale=FIGURE_SCALE, cmap=cmap)
+    if top is not None:
+        value_bar(fig, cmap, -top, top, "weight")
+    return fig
 
 
 # layers that keep a conv's map element by element: a conv block's output is the conv's
@@ -256,25 +284,33 @@ def feature_map_figure(fmap: torch.Tensor, title: str, max_maps: int = 32) -> Fi
     )
 
 
-def bar_figure(labels: Sequence[str], values: Sequence[float], title: str) -> Figure:
-    fig, ax = subplots(figsize=(5, 0.35 * len(labels) + 1))
+def bar_figure(
+    labels: Sequence[str],
+    values: Sequence[float],
+    title: str,
+    xlabel: str = "accuracy",
+    ylabel: str = "class",
+) -> Figure:
+    """Horizontal bars of fractions (per-class accuracy, top-k probabilities), largest on top."""
+    fig, ax = subplots(figsize=(5, 0.35 * len(labels) + 1.3))
     order = np.argsort(values)
     ax.barh([labels[i] for i in order], [values[i] for i in order], color="C0")
     for y, i in enumerate(order):
         ax.text(values[i], y, f" {values[i]:.1%}", va="center", fontsize=8)
     ax.set_xlim(0, 1.1)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
 
 
 def sweep_figure(b: Bars) -> Figure:
-    """A sweep's bars (``cnnlab.compare.bars``): value labels above the error bars, coloured by
-    the first swept key with its legend beside the axes."""
+    """A sweep's bars (``cnnlab.compare.bars``) on a y axis from 0, each value beside its error
+    bar, coloured by the first swept key with its legend beside the axes."""
     palette = {c: f"C{i}" for i, c in enumerate(dict.fromkeys(b.colours))}
     legend = b.colour_by is not None and len(palette) > 1
     # room beside the axes for the legend, so it neither hides a bar label nor squeezes the axes
-    # until the rotated tick labels run off the figure's left edge
     width = max(5.0, 0.6 * len(b.values) + 2)
     width += (0.1 * max(map(len, palette)) + 2.0) * legend
     fig, ax = subplots(figsize=(width, 4))
@@ -285,16 +321,25 @@ def sweep_figure(b: Bars) -> Figure:
         capsize=4,
         color=[palette[c] for c in b.colours],
     )
-    for i, (v, e) in enumerate(zip(b.values, b.errors, strict=True)):  # above the error bar
+    for i, (v, e) in enumerate(zip(b.values, b.errors, strict=True)):
+        # right of the error bar and its caps (4 points wide), at the mean: never on a cap
         ax.annotate(
-            f"{v:.3f}", (i, v + e), xytext=(0, 2), textcoords="offset points",
-            ha="center", va="bottom", fontsize=8,
+            f"{v:.3f} ± {e:.3f}" if e else f"{v:.3f}", (i, v), xytext=(8, 0), textcoords="offset points", ha="left",
+            va="center", fontsize=7, bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
         )  # fmt: skip
-    ax.set_xticks(range(len(b.values)), b.labels, rotation=30, ha="right", fontsize=8)
+    # one override a line: a long label (a group's common overrides) stays under its bar
+    # instead of running diagonally off the figure and squeezing the axes into a corner
+    many = len(b.values) > 6
+    ax.set_xticks(
+        range(len(b.values)),
+        [label.replace(", ", "\n") for label in b.labels],
+        rotation=30 if many else 0,
+        ha="right" if many else "center",
+        fontsize=8,
+    )
     ax.set_ylabel(b.metric)
-    low = min(v - e for v, e in zip(b.values, b.errors, strict=True))
     high = max(v + e for v, e in zip(b.values, b.errors, strict=True))
-    ax.set_ylim(max(0.0, low - (high - low) - 0.02), min(1.0, high + 0.02) if high <= 1 else None)
+    ax.set_ylim(0, high * 1.08 if high > 0 else 1)  # from 0: bar heights compare as values
     if legend:  # beside the axes: inside, it can hide a bar's label
         handles = [Rectangle((0, 0), 1, 1, color=c) for c in palette.values()]
         ax.legend(
@@ -310,10 +355,14 @@ def sweep_figure(b: Bars) -> Figure:
     return fig
 
 
-def input_and_cam_figure(image: torch.Tensor, cam: torch.Tensor, label: str, title: str) -> Figure:
+def input_and_cam_figure(
+    image: torch.Tensor, cam: torch.Tensor, caption: str, title: str, lang: str = "en"
+) -> Figure:
     """One image (C, H, W) as the net saw it, beside it under its map (H, W)."""
     shown = np.concatenate([_rgb(image[None]), cam_overlay(image[None], cam[None])])
-    return labelled_figure(shown, ["input", label], title, cols=2, scale=1.6)
+    fig = labelled_figure(shown, [label("input_seen", lang), caption], title, cols=2, scale=1.6)
+    value_bar(fig, "jet", 0.0, 1.0, label("cam_scale", lang))
+    return fig
 
 
 def augmentation_figure(rows: Sequence[torch.Tensor], title: str) -> Figure:

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
 
 from cnnlab.models.blocks import pool
 from cnnlab.models.summary import window_out
 from cnnlab.viz.figures import subplots
+from cnnlab.viz.labels import label, term
 
 # The sign convention matters: a conv layer computes cross-correlation (the kernel slides over
 # the image unflipped), so [-1, 0, 1] answers a dark-to-bright edge (left to right) with a
@@ -75,8 +77,14 @@ def text_color(value: float, vmin: float, vmax: float, cmap: str = "gray") -> st
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
 
 
+# the gid of the numbers printed on a map's cells, which fit_cell_numbers sizes to their cells
+CELL_VALUE = "cell-value"
+MIN_FONT = 4.5  # points: smaller numbers are not printed (the map says so instead)
+
+
 def show_map(ax, fmap: torch.Tensor, cmap: str = "gray", numbers: bool | None = None) -> None:
-    """Draw a 2-D map; maps up to 8x8 show every value, in a colour readable on its cell.
+    """Draw a 2-D map; maps up to 8x8 show every value, in a colour readable on its cell
+    (``fit_cell_numbers`` then sizes them to the cells once the figure is laid out).
 
     A constant map (a 1x1 one included) is drawn mid-grey, not black: with no range to
     stretch, imshow would paint every cell with the lowest colour.
@@ -90,10 +98,39 @@ def show_map(ax, fmap: torch.Tensor, cmap: str = "gray", numbers: bool | None = 
         for (i, j), v in np.ndenumerate(arr):
             label = f"{v:g}" if abs(v - round(v)) < 1e-6 else f"{v:.2f}"
             ax.text(
-                j, i, label, ha="center", va="center", fontsize=8, color=text_color(v, lo, hi, cmap)
-            )
+                j, i, label, ha="center", va="center", fontsize=8,
+                color=text_color(v, lo, hi, cmap), gid=CELL_VALUE,
+            )  # fmt: skip
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def fit_cell_numbers(fig: Figure, lang: str = "en", fill: float = 0.9) -> None:
+    """Shrink the numbers on each map's cells until every one fits inside its cell (so that
+    neighbours never run together: "224183"); where that would take them under ``MIN_FONT``,
+    drop them and say so under the map. Call it after the figure's layout is final: it
+    measures the text as the renderer draws it."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # lays out axes with a fixed aspect, so their boxes are the maps' boxes
+    renderer = canvas.get_renderer()
+    for ax in fig.axes:
+        texts = [t for t in ax.texts if t.get_gid() == CELL_VALUE]
+        if not texts or not ax.images:
+            continue
+        rows, cols = ax.images[0].get_array().shape[:2]
+        cell_w, cell_h = ax.bbox.width / cols, ax.bbox.height / rows
+        boxes = [t.get_window_extent(renderer) for t in texts]
+        scale = min(
+            min(fill * cell_w / b.width, fill * cell_h / b.height) for b in boxes if b.width
+        )
+        size = min(texts[0].get_fontsize() * scale, 8)
+        if size < MIN_FONT:
+            for t in texts:
+                t.remove()
+            ax.set_xlabel(label("too_small", lang), fontsize=6)
+        else:
+            for t in texts:
+                t.set_fontsize(size)
 
 
 def formula(size: int, k: int, stride: int, padding: int) -> str:
@@ -107,8 +144,10 @@ def kernel_figure(
     stride: int = 1,
     padding: int = 0,
     pool_size: int = 2,
+    lang: str = "en",
 ) -> Figure:
-    """Columns: each kernel; rows: the kernel, the conv output, ReLU, max pool, average pool."""
+    """Columns: each kernel; rows: the kernel, the conv output, ReLU, max pool, average pool
+    (``lang``: the language of its words, ``cnnlab.viz.labels``)."""
     kernels = kernels or KERNELS
     h, w = image.shape[-2:]
     cols = len(kernels) + 1
@@ -117,26 +156,25 @@ def kernel_figure(
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0, 0].imshow(image, cmap="gray")
-    axes[0, 0].set_title(f"input {h}x{w}", fontsize=8)
-    labels = [
-        "kernel",
-        "convolution",
-        "ReLU",
-        f"max pool {pool_size}x{pool_size}",
-        f"avg pool {pool_size}x{pool_size}",
+    axes[0, 0].set_title(label("input", lang, h=h, w=w), fontsize=8)
+    rows = [
+        label("convolution", lang),
+        label("relu", lang),
+        label("max_pool", lang, k=pool_size),
+        label("avg_pool", lang, k=pool_size),
     ]
-    for r, label in enumerate(labels[1:], start=1):
+    for r, row in enumerate(rows, start=1):
         axes[r, 0].axis("off")
         axes[r, 0].text(
-            0.95, 0.5, label, ha="right", va="center", fontsize=9, transform=axes[r, 0].transAxes
+            0.95, 0.5, row, ha="right", va="center", fontsize=9, transform=axes[r, 0].transAxes
         )
-    for c, (name, kernel) in enumerate(kernels.items(), start=1):
+    for c, (kernel_name, kernel) in enumerate(kernels.items(), start=1):
         k = np.asarray(kernel, dtype=float)
         axes[0, c].imshow(k, cmap="coolwarm", vmin=-np.abs(k).max(), vmax=np.abs(k).max())
         for (i, j), v in np.ndenumerate(k):
             text = f"{v:g}" if v == int(v) else "1/9" if abs(v - 1 / 9) < 1e-9 else f"{v:.2f}"
             axes[0, c].text(j, i, text, ha="center", va="center", fontsize=7)
-        axes[0, c].set_title(name, fontsize=8)
+        axes[0, c].set_title(term(kernel_name, lang), fontsize=8)
         out = convolve(image, kernel, stride, padding)
         relu = out.clamp_min(0)
         panels = [out, relu, pooled(relu, "max", pool_size), pooled(relu, "avg", pool_size)]
@@ -147,28 +185,28 @@ def kernel_figure(
             )
     k0 = len(next(iter(kernels.values())))
     fig.suptitle(
-        f"3x3 kernels as a conv layer computes them, stride {stride}, padding {padding}: "
-        f"{formula(h, k0, stride, padding)}\n"
-        f"Cross-correlation, no flip: [1, 0, -1] is positive on a bright-to-dark edge (left to "
-        f"right), [-1, 0, 1] on a dark-to-bright one; ReLU keeps only the positive side.",
+        label(
+            "kernels_title", lang, stride=stride, padding=padding,
+            formula=formula(h, k0, stride, padding),
+        ),
         fontsize=9,
-    )
+    )  # fmt: skip
     fig.tight_layout()
+    fit_cell_numbers(fig, lang)
     return fig
 
 
-def pooling_figure(fmap: torch.Tensor, size: int = 2) -> Figure:
+def pooling_figure(fmap: torch.Tensor, size: int = 2, lang: str = "en") -> Figure:
     """Max, average and min pooling of the same map, side by side, with values when small."""
     results = {kind: pooled(fmap, kind, size) for kind in ("max", "avg", "min")}
-    fig, axes = subplots(1, 4, figsize=(12, 3.4))
-    for ax, (title, img) in zip(
-        axes,
-        [("input", fmap), *((f"{k} pool {size}x{size}", v) for k, v in results.items())],
-        strict=True,
-    ):
+    fig, axes = subplots(1, 4, figsize=(12, 3.6))
+    titles = [label("pool_input", lang), *(label(f"{k}_pool", lang, k=size) for k in results)]
+    for ax, title, img in zip(axes, titles, [fmap, *results.values()], strict=True):
         show_map(ax, img)
         ax.set_title(f"{title} {img.shape[0]}x{img.shape[1]}", fontsize=9)
+    fig.suptitle(label("pooling_title", lang, k=size), fontsize=10)
     fig.tight_layout()
+    fit_cell_numbers(fig, lang)
     return fig
 
 
@@ -219,6 +257,7 @@ def rgb_figure(image: torch.Tensor, kernels, bias: float = 0.0) -> Figure:
         fontsize=9,
     )
     fig.tight_layout()
+    fit_cell_numbers(fig)
     return fig
 
 
