@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 NB_STAMP := $(VENV)/.notebooks
 
 .DEFAULT_GOAL := help
-.PHONY: help install os-datasets data train test test-full test-notebooks mutation mutation-score bench lint format tensorboard clean
+.PHONY: help install os-datasets data train test test-full test-notebooks mutation mutation-score bench bench-small-data lint format tensorboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -80,13 +80,21 @@ mutation-score:  ## the mutation score per module from the last make mutation (m
 bench: $(STAMP)  ## throughput and memory: raw loop vs cnnlab vs torchvision pipeline
 	$(BIN)/python scripts/benchmark.py $(ARGS)
 
+# Small folders of Fashion-MNIST PNGs (100 and 500 per class; 50 and 200 of classes 5-9 for
+# transfer), the SVM / logistic-regression baseline on them, then the table of everything in
+# outputs/small_data/log.jsonl. Train runs: python benchmarks/small_data.py train --help
+bench-small-data: $(STAMP)  ## small-data folders, the classical baseline and the table (README "Small data")
+	$(BIN)/python benchmarks/small_data.py folders
+	$(BIN)/python benchmarks/small_data.py baseline
+	$(BIN)/python benchmarks/small_data.py table
+
 lint: $(STAMP)  ## ruff: lint and format check
-	$(BIN)/ruff check src tests scripts notebooks train.py eval.py
-	$(BIN)/ruff format --check src tests scripts notebooks train.py eval.py
+	$(BIN)/ruff check src tests scripts benchmarks notebooks train.py eval.py
+	$(BIN)/ruff format --check src tests scripts benchmarks notebooks train.py eval.py
 
 format: $(STAMP)  ## ruff: fix what can be fixed, format
-	$(BIN)/ruff check --fix src tests scripts notebooks train.py eval.py
-	$(BIN)/ruff format src tests scripts notebooks train.py eval.py
+	$(BIN)/ruff check --fix src tests scripts benchmarks notebooks train.py eval.py
+	$(BIN)/ruff format src tests scripts benchmarks notebooks train.py eval.py
 
 tensorboard: $(STAMP)  ## open TensorBoard on every run in outputs/
 	$(BIN)/tensorboard --logdir outputs --host $(or $(HOST),localhost)
