@@ -169,8 +169,10 @@ def check_layout(ckpt: dict[str, Any], where: str) -> None:
 
 def build_net(info: dict[str, Any], where: str = "checkpoint") -> torch.nn.Module:
     """Rebuild the net a checkpoint was trained with, from its stored (checked) model config."""
+    from cnnlab.weights import net_args  # the start keys (model.init_from...) are no net's
+
     return build_stored(
-        info["config"]["model"],
+        net_args(info["config"]["model"]),
         "model",
         where,
         input_shape=tuple(info["input_shape"]),
