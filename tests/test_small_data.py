@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from cnnlab.config import compose_config
+from cnnlab.config import compose_config, create
 from cnnlab.data.folder import scan_folder
 from cnnlab.data.synthetic import write_mnist_like
+from cnnlab.weights import net_args
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = runpy.run_path(str(ROOT / "benchmarks" / "small_data.py"))
@@ -43,8 +45,22 @@ def test_small_data_recipe_composes_with_any_dataset_and_keeps_it(data):
 
 
 def test_small_data_recipe_leaves_the_model_choice_to_the_command_line():
-    cfg = compose_config("train", ["experiment=small_data", "model=simple_cnn"])
-    assert cfg.model._target_.endswith("SimpleCNN")
+    cfg = compose_config("train", ["experiment=small_data", "model=lenet"])
+    assert cfg.model == compose_config("train", ["model=lenet"]).model
+    # a torchvision net from a start: the recipe adds no key its constructor would refuse
+    start = ["model=torchvision", "model.arch=resnet18", "model.init_from=/runs/a/best.ckpt"]
+    cfg = compose_config("train", ["experiment=small_data", "data=fashion_mnist", *start])
+    assert cfg.model == compose_config("train", start).model
+    assert cfg.aug.affine_p > 0 and cfg.trainer.max_epochs == 40  # the recipe still applies
+    net = create(net_args(cfg.model), input_shape=(1, 32, 32), num_classes=10)
+    assert net(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_small_data_recipe_trains_simple_cnn_with_batch_norm_and_dropout():
+    cfg = compose_config("train", ["experiment=small_data", "data=fashion_mnist"])
+    net = create(net_args(cfg.model), input_shape=(1, 28, 28), num_classes=10)
+    kinds = {type(m) for m in net.modules()}
+    assert torch.nn.BatchNorm2d in kinds and torch.nn.Dropout in kinds
 
 
 @pytest.fixture(scope="module")
