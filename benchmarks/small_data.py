@@ -203,26 +203,31 @@ def train_once(out: Path, name: str, folder: Path, seed: int, overrides: list[st
     return rec
 
 
-def table(out: Path) -> str:
-    """Markdown: one row per (set, name), mean ± std of test accuracy over the logged seeds
-    (the latest record of each seed), the median wall time and one command."""
+def table(out: Path, names: list[str] | None = None) -> str:
+    """Markdown: one row per (folder set, method), mean ± std of test accuracy over the logged
+    seeds (the latest record of each), the median wall time and the command (S: the seed).
+    ``names``: only these methods, in this order within each folder set."""
     latest: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
     for line in (out / "log.jsonl").read_text().splitlines():
         r = json.loads(line)
-        latest[(r["set"], r["name"])][r["seed"]] = r
+        if names is None or r["name"] in names:
+            latest[(r["set"], r["name"])][r["seed"]] = r
+    order = {n: i for i, n in enumerate(names or [])}
     rows = [
-        "| folder | method | test acc (mean ± std) | seeds | wall s | command |",
-        "|" + "---|" * 6,
+        "| folder | method | test acc % (mean ± std) | seeds | wall s | command |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
-    for (set_, name), by_seed in sorted(latest.items()):
+    for (set_, name), by_seed in sorted(
+        latest.items(), key=lambda k: (k[0][0], order.get(k[0][1], 0), k[0][1])
+    ):
         accs = [r["test_acc"] for r in by_seed.values()]
-        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        sd = f" ± {100 * statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
         wall = statistics.median(r["wall_s"] for r in by_seed.values())
         seed, first = next(iter(by_seed.items()))
         cmd = first["command"].replace(f"{ROOT}{os.sep}", "")  # the seeds' commands differ
         cmd = cmd.replace(f"-s{seed}", "-sS").replace(f"seed={seed}", "seed=S")  # only here
         rows.append(
-            f"| {set_} | {name} | {100 * statistics.mean(accs):.2f} ± {100 * sd:.2f} "
+            f"| {set_} | {name} | {100 * statistics.mean(accs):.2f}{sd} "
             f"| {','.join(map(str, sorted(by_seed)))} | {wall:.0f} | `{cmd}` |"
         )
     return "\n".join(rows)
@@ -241,7 +246,8 @@ def main() -> int:
     t.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     t.add_argument("--limit", type=int, default=900, help="seconds a run may take")
     t.add_argument("overrides", nargs="*")
-    sub.add_parser("table")
+    tab = sub.add_parser("table")
+    tab.add_argument("names", nargs="*", help="only these methods, in this order")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     if a.what == "folders":
@@ -254,7 +260,7 @@ def main() -> int:
             folder = a.out / (a.set if a.set == "pretrain04" else f"{a.set}-s{s}")
             train_once(a.out, a.name, folder, s, a.overrides, a.limit)
     else:
-        print(table(a.out))
+        print(table(a.out, a.names or None))
     return 0
 
 
