@@ -108,12 +108,13 @@ def make_folder(
     return folder
 
 
-def make_all(out: Path, data_dir: Path) -> list[Path]:
+def make_all(out: Path, data_dir: Path, sets, seeds) -> list[Path]:
     data = load_fashion(data_dir)
     made = [make_folder(out, "pretrain04", data, range(5), None, 0)]
-    for prefix, (classes, sizes) in SETS.items():
+    for prefix in sets:
+        classes, sizes = SETS[prefix]
         for n in sizes:
-            for s in SEEDS:
+            for s in seeds:
                 made.append(make_folder(out, f"{prefix}-{n}-s{s}", data, classes, n, s))
     return made
 
@@ -155,14 +156,11 @@ def log_line(out: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def folders_of(out: Path, prefix: str, n: int) -> list[tuple[int, Path]]:
-    return [(s, out / f"{prefix}-{n}-s{s}") for s in SEEDS]
-
-
-def run_baseline(out: Path) -> None:
-    for prefix, (_, sizes) in SETS.items():
-        for n in sizes:
-            for s, folder in folders_of(out, prefix, n):
+def run_baseline(out: Path, sets, seeds) -> None:
+    for prefix in sets:
+        for n in SETS[prefix][1]:
+            for s in seeds:
+                folder = out / f"{prefix}-{n}-s{s}"
                 t0 = time.time()
                 accs = classical_baseline(folder)
                 for name, acc in accs.items():
@@ -203,14 +201,17 @@ def train_once(out: Path, name: str, folder: Path, seed: int, overrides: list[st
     return rec
 
 
-def table(out: Path, names: list[str] | None = None) -> str:
+def table(out: Path, names: list[str] | None = None, sets: list[str] | None = None) -> str:
     """Markdown: one row per (folder set, method), mean ± std of test accuracy over the logged
     seeds (the latest record of each), the median wall time and the command (S: the seed).
-    ``names``: only these methods, in this order within each folder set."""
+    ``names``: only these methods, in this order within each folder set; ``sets``: only the
+    folder sets whose names start with one of these."""
     latest: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
     for line in (out / "log.jsonl").read_text().splitlines():
         r = json.loads(line)
-        if names is None or r["name"] in names:
+        if (names is None or r["name"] in names) and (
+            sets is None or r["set"].startswith(tuple(sets))
+        ):
             latest[(r["set"], r["name"])][r["seed"]] = r
     order = {n: i for i, n in enumerate(names or [])}
     rows = [
@@ -238,8 +239,10 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "small_data")
     p.add_argument("--data-dir", type=Path, default=ROOT / "data")
     sub = p.add_subparsers(dest="what", required=True)
-    sub.add_parser("folders")
-    sub.add_parser("baseline")
+    for what in ("folders", "baseline"):
+        f = sub.add_parser(what)
+        f.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+        f.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     t = sub.add_parser("train")
     t.add_argument("name", help="the method's name in the log and the table")
     t.add_argument("set", help="fmnist-100, fmnist-500, t59-50, t59-200 or pretrain04")
@@ -248,19 +251,20 @@ def main() -> int:
     t.add_argument("overrides", nargs="*")
     tab = sub.add_parser("table")
     tab.add_argument("names", nargs="*", help="only these methods, in this order")
+    tab.add_argument("--sets", nargs="+", help="only folder sets starting with these")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     if a.what == "folders":
-        for f in make_all(a.out, a.data_dir):
+        for f in make_all(a.out, a.data_dir, a.sets, a.seeds):
             print(f)
     elif a.what == "baseline":
-        run_baseline(a.out)
+        run_baseline(a.out, a.sets, a.seeds)
     elif a.what == "train":
         for s in a.seeds:
             folder = a.out / (a.set if a.set == "pretrain04" else f"{a.set}-s{s}")
             train_once(a.out, a.name, folder, s, a.overrides, a.limit)
     else:
-        print(table(a.out, a.names or None))
+        print(table(a.out, a.names or None, a.sets))
     return 0
 
 
