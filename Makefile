@@ -81,11 +81,12 @@ bench: $(STAMP)  ## throughput and memory: raw loop vs cnnlab vs torchvision pip
 	$(BIN)/python scripts/benchmark.py $(ARGS)
 
 # Small folders of Fashion-MNIST PNGs (100 and 500 per class; 50 and 200 of classes 5-9 for
-# transfer), the SVM / logistic-regression baseline on them, then the table of everything in
-# outputs/small_data/log.jsonl. Train runs: python benchmarks/small_data.py train --help
-bench-small-data: $(STAMP)  ## small-data folders, the classical baseline and the table (README "Small data")
+# transfer), the SVM / logistic-regression baseline on them, the README's train.py runs (three
+# seeds each, about an hour on 2 cores), then the table of outputs/small_data/log.jsonl.
+bench-small-data: $(STAMP)  ## small-data folders, classical baseline, the recipe's runs, the table (README "Small data")
 	$(BIN)/python benchmarks/small_data.py folders
 	$(BIN)/python benchmarks/small_data.py baseline
+	$(BIN)/python benchmarks/small_data.py measure
 	$(BIN)/python benchmarks/small_data.py table
 
 lint: $(STAMP)  ## ruff: lint and format check

@@ -4,6 +4,7 @@ the real ``train.py`` command measured on them (``make bench-small-data``).
     python benchmarks/small_data.py folders            # write every folder (PNG files)
     python benchmarks/small_data.py baseline           # SVM (RBF) and logistic regression
     python benchmarks/small_data.py train NAME SET KEY=VALUE ...   # train.py on each folder
+    python benchmarks/small_data.py measure            # the README's runs (measured()), in order
     python benchmarks/small_data.py table              # mean ± std of everything logged
 
 Folders (under ``--out``, default ``outputs/small_data/``), each ``train/<class>/*.png`` and
@@ -44,11 +45,12 @@ from cnnlab.data.sources import ensure_dataset  # noqa: E402
 from cnnlab.data.specs import get_spec  # noqa: E402
 
 SPEC = get_spec("fashion_mnist")
-SETS = {  # folder name prefix -> (classes, training images per class)
-    "fmnist": (tuple(range(10)), (100, 500)),
-    "t59": ((5, 6, 7, 8, 9), (50, 200)),
+# folder name prefix -> (classes, training images per class, seeds: one folder drawn by each);
+# five draws for the transfer's small folders, whose results vary more from draw to draw
+SETS = {
+    "fmnist": (tuple(range(10)), (100, 500), (0, 1, 2)),
+    "t59": ((5, 6, 7, 8, 9), (50, 200), (0, 1, 2, 3, 4)),
 }
-SEEDS = (0, 1, 2)
 
 
 def class_folder(label: int) -> str:
@@ -112,9 +114,9 @@ def make_all(out: Path, data_dir: Path, sets, seeds) -> list[Path]:
     data = load_fashion(data_dir)
     made = [make_folder(out, "pretrain04", data, range(5), None, 0)]
     for prefix in sets:
-        classes, sizes = SETS[prefix]
+        classes, sizes, default_seeds = SETS[prefix]
         for n in sizes:
-            for s in seeds:
+            for s in seeds or default_seeds:
                 made.append(make_folder(out, f"{prefix}-{n}-s{s}", data, classes, n, s))
     return made
 
@@ -159,7 +161,7 @@ def log_line(out: Path, record: dict) -> None:
 def run_baseline(out: Path, sets, seeds) -> None:
     for prefix in sets:
         for n in SETS[prefix][1]:
-            for s in seeds:
+            for s in seeds or SETS[prefix][2]:
                 folder = out / f"{prefix}-{n}-s{s}"
                 t0 = time.time()
                 accs = classical_baseline(folder)
@@ -168,6 +170,23 @@ def run_baseline(out: Path, sets, seeds) -> None:
                     rec |= {"command": "python benchmarks/small_data.py baseline", "test_acc": acc}
                     log_line(out, rec | {"wall_s": round(time.time() - t0, 1)})
                     print(f"{name} {folder.name}: {acc:.4f}")
+
+
+def measured(out: Path) -> list[tuple[str, str, list[str], tuple[int, ...]]]:
+    """The README's table: (name, folder set, overrides, seeds); each pair of folder and seed
+    is one run. The pretraining comes before the runs that start from its best checkpoint."""
+    recipe = ["experiment=small_data"]
+    start = out / "runs" / "pretrain" / "pretrain04-seed0" / "checkpoints" / "best.ckpt"
+    seeds = SETS["fmnist"][2]
+    runs = [("defaults", f"fmnist-{n}", [], seeds) for n in (100, 500)]
+    runs += [("small_data", f"fmnist-{n}", recipe, seeds) for n in (100, 500)]
+    runs.append(("pretrain", "pretrain04", [*recipe, "trainer.max_epochs=3"], (0,)))
+    for n in (50, 200):
+        seeds = SETS["t59"][2]
+        runs.append(("pretrained", f"t59-{n}", [*recipe, f"model.init_from={start}"], seeds))
+        runs.append(("scratch", f"t59-{n}", recipe, seeds))
+        runs.append(("defaults", f"t59-{n}", [], seeds[:3]))
+    return runs
 
 
 def train_once(out: Path, name: str, folder: Path, seed: int, overrides: list[str], limit: int):
@@ -242,13 +261,15 @@ def main() -> int:
     for what in ("folders", "baseline"):
         f = sub.add_parser(what)
         f.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
-        f.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+        f.add_argument("--seeds", type=int, nargs="+", help="default: the set's own")
     t = sub.add_parser("train")
     t.add_argument("name", help="the method's name in the log and the table")
     t.add_argument("set", help="fmnist-100, fmnist-500, t59-50, t59-200 or pretrain04")
-    t.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     t.add_argument("--limit", type=int, default=900, help="seconds a run may take")
     t.add_argument("overrides", nargs="*")
+    m = sub.add_parser("measure")
+    m.add_argument("--limit", type=int, default=900, help="seconds a run may take")
     tab = sub.add_parser("table")
     tab.add_argument("names", nargs="*", help="only these methods, in this order")
     tab.add_argument("--sets", nargs="+", help="only folder sets starting with these")
@@ -259,10 +280,12 @@ def main() -> int:
             print(f)
     elif a.what == "baseline":
         run_baseline(a.out, a.sets, a.seeds)
-    elif a.what == "train":
-        for s in a.seeds:
-            folder = a.out / (a.set if a.set == "pretrain04" else f"{a.set}-s{s}")
-            train_once(a.out, a.name, folder, s, a.overrides, a.limit)
+    elif a.what in ("train", "measure"):
+        runs = measured(a.out) if a.what == "measure" else [(a.name, a.set, a.overrides, a.seeds)]
+        for name, set_, overrides, seeds in runs:
+            for s in seeds:
+                folder = a.out / (set_ if set_ == "pretrain04" else f"{set_}-s{s}")
+                train_once(a.out, name, folder, s, overrides, a.limit)
     else:
         print(table(a.out, a.names or None, a.sets))
     return 0
