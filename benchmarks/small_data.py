@@ -136,8 +136,9 @@ def read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 def classical_baseline(folder: Path) -> dict[str, float]:
     """Test accuracy of an SVM (RBF kernel, C=10, gamma='scale') and of logistic regression
     (C=0.1), on raw pixels, fitted on the folder's train/ images and scored on its test/
-    images. The values are the usual strong ones for MNIST-like pixels, fixed rather than
-    searched per folder (a 3-fold search of C took minutes per folder on 2 cores)."""
+    images. C is fixed rather than searched per folder: on fmnist-100-s0 a 3-fold search over
+    1, 3, 10, 30 (SVM) and 0.01, 0.1, 1 (logistic) gave the same test accuracies, and took
+    minutes per folder on 2 cores."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.svm import SVC
 
