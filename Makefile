@@ -7,7 +7,7 @@ NB_STAMP := $(VENV)/.notebooks
 BROWSER_STAMP := $(VENV)/.browser
 
 .DEFAULT_GOAL := help
-.PHONY: help install os-datasets data train test test-full browser demo test-notebooks mutation mutation-score bench lint format tensorboard mlflow-ui clean
+.PHONY: help install os-datasets data train test test-full browser demo test-notebooks mutation mutation-score bench bench-small-data lint format tensorboard mlflow-ui clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -98,13 +98,22 @@ mutation-score:  ## the mutation score per module from the last make mutation (m
 bench: $(STAMP)  ## throughput and memory: raw loop vs cnnlab vs torchvision pipeline
 	$(BIN)/python scripts/benchmark.py $(ARGS)
 
+# Small folders of Fashion-MNIST PNGs (100 and 500 per class; 50 and 200 of classes 5-9 for
+# transfer), the SVM / logistic-regression baseline on them, the README's train.py runs (three
+# seeds each, about an hour on 2 cores), then the table of outputs/small_data/log.jsonl.
+bench-small-data: $(STAMP)  ## small-data folders, classical baseline, the recipe's runs, the table (README "Small data")
+	$(BIN)/python benchmarks/small_data.py folders
+	$(BIN)/python benchmarks/small_data.py baseline
+	$(BIN)/python benchmarks/small_data.py measure
+	$(BIN)/python benchmarks/small_data.py table
+
 lint: $(STAMP)  ## ruff: lint and format check
-	$(BIN)/ruff check src tests scripts notebooks train.py eval.py
-	$(BIN)/ruff format --check src tests scripts notebooks train.py eval.py
+	$(BIN)/ruff check src tests scripts benchmarks notebooks train.py eval.py
+	$(BIN)/ruff format --check src tests scripts benchmarks notebooks train.py eval.py
 
 format: $(STAMP)  ## ruff: fix what can be fixed, format
-	$(BIN)/ruff check --fix src tests scripts notebooks train.py eval.py
-	$(BIN)/ruff format src tests scripts notebooks train.py eval.py
+	$(BIN)/ruff check --fix src tests scripts benchmarks notebooks train.py eval.py
+	$(BIN)/ruff format src tests scripts benchmarks notebooks train.py eval.py
 
 tensorboard: $(STAMP)  ## open TensorBoard on every run in outputs/
 	$(BIN)/tensorboard --logdir outputs --host $(or $(HOST),localhost)

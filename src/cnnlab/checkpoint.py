@@ -181,14 +181,16 @@ def build_net(info: dict[str, Any], where: str = "checkpoint") -> torch.nn.Modul
     memory is refused before any storage is taken."""
     from cnnlab.models import check_forward, count_params
     from cnnlab.resources import check_fits_in_memory
+    from cnnlab.weights import net_args  # the start keys (model.init_from...) are no net's
 
+    node = net_args(info["config"]["model"])
     shape = tuple(info["input_shape"])
     sizes = {"input_shape": shape, "num_classes": len(info["classes"])}
     with torch.device("meta"):
-        probe = build_stored(info["config"]["model"], "model", where, **sizes)
+        probe = build_stored(node, "model", where, **sizes)
         check_forward(probe, shape)  # sizes lazy layers
     check_fits_in_memory(count_params(probe, trainable_only=False), where, stored=True)
-    return build_stored(info["config"]["model"], "model", where, **sizes)
+    return build_stored(node, "model", where, **sizes)
 
 
 # data-config keys that name places on disk: never taken from a checkpoint

@@ -279,3 +279,25 @@ def discard_new_output() -> None:
         if before is None:
             with contextlib.suppress(OSError):  # fails, harmlessly, unless the folder is empty
                 os.rmdir(folder)
+
+
+class WeightsReady(Callback):
+    """``model.pretrained=true``: fetch the published weights before the run folder exists
+    (conf/hydra/default.yaml lists this hook first), and when they can be neither found in
+    the cache nor downloaded, refuse in one line, exit 2, leaving nothing behind."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from omegaconf import OmegaConf
+
+        node = OmegaConf.select(config, "model")
+        if node is None or OmegaConf.select(config, "ckpt_path"):
+            return  # no model (eval.py), or a resumed run: its checkpoint holds the weights
+        if OmegaConf.select(node, "pretrained") is not True:
+            return  # torch is imported below only when there are weights to fetch
+        from cnnlab.weights import published, published_file
+
+        try:
+            published_file(published(OmegaConf.to_container(node, resolve=True)))
+        except CnnlabError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)

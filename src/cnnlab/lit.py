@@ -13,6 +13,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from cnnlab.errors import ConfigError, TrainingDiverged
+from cnnlab.finetune import Finetune, param_groups, scaled_scheduler
 from cnnlab.metrics import per_class_accuracy
 
 
@@ -21,7 +22,9 @@ class ImageClassifier(pl.LightningModule):
 
     ``optimizer`` and ``scheduler`` are Hydra configs (``_target_`` + arguments, without the
     params/optimizer argument) kept as plain dicts so checkpoints load with weights_only.
-    A scheduler config may carry Lightning's ``interval`` and ``monitor``; a ``total_steps:
+    ``finetune`` (``cnnlab.finetune``: the head's parameter names and the ``finetune.*``
+    values) splits the parameters into a head and a backbone group and freezes the backbone
+    for its first epochs. A scheduler config may carry Lightning's ``interval`` and ``monitor``; a ``total_steps:
     null`` (OneCycleLR) and an ``epochs: null`` (WarmupCosine) are filled in from the trainer.
     """
 
@@ -36,6 +39,7 @@ class ImageClassifier(pl.LightningModule):
         compile: bool | str = False,
         label_smoothing: float = 0.0,
         test_tta: str | None = None,
+        finetune: Mapping[str, Any] | None = None,
     ):  # pragma: no mutate block (mutmut's wrapper would hide the arguments from save_hyperparameters)
         super().__init__()
         self.save_hyperparameters(ignore=["net"], logger=False)
@@ -216,18 +220,35 @@ class ImageClassifier(pl.LightningModule):
             torch.cuda.set_rng_state_all(rng["cuda"])
 
     # -- optimisation ------------------------------------------------------------------
+    def configure_callbacks(self) -> list[pl.Callback]:
+        ft = self.hparams.finetune
+        if not ft or (ft["freeze_epochs"] == 0 and ft["unfreeze"] == "all"):
+            return []
+        return [Finetune(ft["head"], ft["freeze_epochs"], ft["unfreeze"], ft["k"])]
+
     def configure_optimizers(self):
-        optimizer = instantiate(dict(self.hparams.optimizer), params=self.parameters())
+        ft = self.hparams.finetune
+        if ft:  # two groups: the head at optimizer.lr, the backbone at backbone_lr x it
+            groups = param_groups(
+                self.net, ft["head"], ft["backbone_lr"], self.hparams.optimizer["lr"]
+            )
+            # _convert_: the groups reach the optimizer as plain dicts, not as OmegaConf nodes
+            optimizer = instantiate(dict(self.hparams.optimizer), params=groups, _convert_="all")
+        else:
+            optimizer = instantiate(dict(self.hparams.optimizer), params=self.parameters())
         if not self.hparams.scheduler:
             return optimizer
         cfg = dict(self.hparams.scheduler)
+        if ft:
+            cfg = scaled_scheduler(cfg, ft["backbone_lr"])
         interval = cfg.pop("interval", "epoch")
         monitor = cfg.pop("monitor", "val/loss")
         if "total_steps" in cfg and cfg["total_steps"] is None:
             cfg["total_steps"] = int(self.trainer.estimated_stepping_batches)
         if "epochs" in cfg and cfg["epochs"] is None:  # WarmupCosine: epochs -> steps
             cfg["epochs"] = self.trainer.max_epochs
-        scheduler = instantiate(cfg, optimizer=optimizer)
+        # a per-group max_lr list reaches OneCycleLR as a list (finetune)
+        scheduler = instantiate(cfg, optimizer=optimizer, _convert_="all" if ft else "none")
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": monitor},

@@ -80,6 +80,14 @@ ADDED_SWITCHES: dict[str, Any] = {
     "data.aug.cutmix_alpha": 0.0,
     "trainer.gradient_clip_val": None,
     "data.normalize": "dataset",
+    # transfer learning (README "Transfer learning"): the start, the inputs, fine-tuning
+    "model.pretrained": False,
+    "model.init_from": None,
+    "model.strict": True,
+    "data.image_size": None,
+    "data.mean": None,
+    "data.std": None,
+    "finetune": {"freeze_epochs": 0, "backbone_lr": 1.0, "unfreeze": "all", "k": 1},
 }
 # model keys added to some families only, with their value that changes nothing there
 # (simple_cnn had model.head from the start: its head stays in the hash)

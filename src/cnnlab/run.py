@@ -39,10 +39,12 @@ from cnnlab.checkpoint import (
 from cnnlab.cli import NVML_CHECK, in_multirun
 from cnnlab.config import create, overrides, validate
 from cnnlab.errors import CheckpointError, ConfigError, DiskFull
+from cnnlab.finetune import finetune_settings
 from cnnlab.lit import ImageClassifier
 from cnnlab.loggers import logger_callbacks
 from cnnlab.metrics import per_class_accuracy
 from cnnlab.models import check_forward, count_params, layer_table, model_title
+from cnnlab.models.zoo import check_input_size
 from cnnlab.profiler import make_profiler
 from cnnlab.record import (
     EVAL_METRICS_FILE,
@@ -59,6 +61,7 @@ from cnnlab.record import (
 )
 from cnnlab.resources import check_accelerator, check_fits_in_memory, peak_rss_mb
 from cnnlab.viz.labels import check_lang, label
+from cnnlab.weights import fill_inputs, head_keys, load_start, net_args, start_inputs
 
 log = logging.getLogger("cnnlab")
 
@@ -118,14 +121,30 @@ def _plain(cfg: Any) -> Any:
 
 
 def build(cfg: DictConfig):
-    """Instantiate data and model from the config; no data is read yet."""
+    """Instantiate data and model from the config; no data is read yet.
+
+    A start from weights (``model.pretrained``, ``model.init_from``: ``cnnlab.weights``) sets
+    the data's null input keys (normalisation, image size) first, and its tensors are loaded
+    into the net here, unless the run resumes from its own checkpoint.
+    """
+    node = _plain(cfg.model)
+    inputs = start_inputs(node)
     datamodule = create(cfg.data, _recursive_=False)
+    if inputs and fill_inputs(cfg.data, inputs, datamodule.input_shape[0]):
+        datamodule = create(cfg.data, _recursive_=False)  # again, with the weights' inputs
     shape, classes = datamodule.input_shape, datamodule.num_classes
+    args = net_args(node)
+
+    def make(num_classes: int, input_shape=shape) -> torch.nn.Module:
+        return create(args, input_shape=input_shape, num_classes=num_classes)
+
     with torch.device("meta"):  # sizes first, storage later: a typo'd width must not fill the RAM
-        probe = create(cfg.model, input_shape=shape, num_classes=classes)
-        check_forward(probe, shape)  # a net that cannot take the data fails here, naming the layer
+        probe = make(classes)
+    check_input_size(
+        probe, shape, make
+    )  # a net that cannot take the data fails here, naming the layer
     check_fits_in_memory(count_params(probe, trainable_only=False), _model_choice(cfg))
-    net = create(cfg.model, input_shape=shape, num_classes=classes)
+    net = make(classes)
     check_forward(net, shape)  # sizes lazy layers for real
     if datamodule.batch_size < 2 and any(isinstance(m, _BatchNorm) for m in net.modules()):
         raise ConfigError(
@@ -133,6 +152,13 @@ def build(cfg: DictConfig):
             f"image has no variance to normalise by. Use data.batch_size=2 or more, or "
             f"model.batch_norm=false."
         )
+    finetune = finetune_settings(_plain(cfg.get("finetune")), cfg.trainer.max_epochs)
+    starts = node.get("init_from") or node.get("pretrained") not in (None, False)
+    head = head_keys(make, classes, shape) if finetune or starts else set()
+    if starts and not cfg.get("ckpt_path"):  # a resumed run's checkpoint holds its weights
+        log.info(load_start(net, node, head))
+    if finetune:
+        finetune["head"] = [n for n, _ in net.named_parameters() if n in head]
     model = ImageClassifier(
         net,
         num_classes=datamodule.num_classes,
@@ -143,6 +169,7 @@ def build(cfg: DictConfig):
         compile=cfg.get("compile", False),
         label_smoothing=(cfg.get("loss") or {}).get("label_smoothing", 0.0),
         test_tta=check_tta(cfg.get("test_tta"), datamodule.spec),
+        finetune=finetune,
     )
     return datamodule, model
 

@@ -16,7 +16,14 @@ from cnnlab.data.aug_params import aug_params, switched_on
 from cnnlab.data.batch_augment import BatchAugmentation, BatchMix
 from cnnlab.data.memory import BatchIndexSampler, ResumableLoader, TensorImageDataset
 from cnnlab.data.sources import DEFAULT_MIRRORS, ensure_dataset
-from cnnlab.data.specs import DatasetSpec, get_spec, normalization_stats, normalize
+from cnnlab.data.specs import (
+    DatasetSpec,
+    check_image_size,
+    get_spec,
+    given_stats,
+    normalization_stats,
+    normalize,
+)
 from cnnlab.data.splits import check_folds, holdout, split_count, stratified_fold
 from cnnlab.errors import ConfigError
 
@@ -50,6 +57,9 @@ class ImageDataModule(pl.LightningDataModule):
         resident: bool = False,
         shuffle: bool = True,
         normalize: str = "dataset",
+        image_size: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ):
         super().__init__()
         self.spec: DatasetSpec = self._make_spec(name)
@@ -89,6 +99,11 @@ class ImageDataModule(pl.LightningDataModule):
         self.normalize_mode = normalize
         known = None if self.spec.mean is None else (self.spec.mean, self.spec.std)
         self.mean, self.std = normalization_stats(normalize, known, self.spec.shape[0])
+        if mean is not None or std is not None:  # given (a start's weights fill them in)
+            self.mean, self.std = given_stats(mean, std, self.spec.shape[0])
+            self.normalize_mode = "given"  # a folder computes none of its own
+        # batches resized on the device (a pretrained net's size); a folder's images already are
+        self.resize_to = check_image_size(image_size)
 
     def _make_spec(self, name: str) -> DatasetSpec:
         return get_spec(name)
@@ -96,7 +111,9 @@ class ImageDataModule(pl.LightningDataModule):
     # -- facts the model needs ---------------------------------------------------------
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return self.spec.shape
+        if self.resize_to is None:
+            return self.spec.shape
+        return (self.spec.shape[0], self.resize_to, self.resize_to)
 
     @property
     def num_classes(self) -> int:
@@ -210,8 +227,15 @@ class ImageDataModule(pl.LightningDataModule):
 
     # -- normalisation -------------------------------------------------------------------
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 images (N, C, H, W) -> normalised float32, on x's device."""
-        return normalize(x, self.mean, self.std)
+        """uint8 images (N, C, H, W) -> normalised float32 at ``data.image_size``, on x's device."""
+        x = normalize(x, self.mean, self.std)
+        size = self.resize_to
+        if size is None or x.shape[-2:] == (size, size):
+            return x
+        # antialiased when shrinking, so no detail aliases into the smaller image
+        return torch.nn.functional.interpolate(
+            x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1]
+        )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, y = batch

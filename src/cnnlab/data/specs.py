@@ -8,6 +8,7 @@ statistics it uses, so code that prepares a single image needs no DataModule.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,6 +173,31 @@ def normalization_stats(
     if mode == "none":
         return (0.0,) * channels, (1.0,) * channels
     return dataset_stats if dataset_stats is not None else (None, None)
+
+
+def given_stats(mean, std, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``data.mean`` and ``data.std`` as given: ``channels`` finite means and positive stds."""
+    try:
+        m, s = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    except (TypeError, ValueError):
+        m = s = ()
+    if not (len(m) == len(s) == channels) or not all(
+        math.isfinite(v) and (i >= channels or v > 0) for i, v in enumerate(s + m)
+    ):
+        raise ConfigError(
+            f"data.mean={mean!r} data.std={std!r} must be {channels} numbers each (one per "
+            f"channel), the stds positive (e.g. data.mean=[0.5] data.std=[0.25]), or both null."
+        )
+    return m, s
+
+
+def check_image_size(size) -> int | None:
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ConfigError(
+            f"data.image_size={size!r} must be a positive integer (e.g. data.image_size=224), "
+            f"or null for the images' own size."
+        )
+    return size
 
 
 @functools.lru_cache(maxsize=16)
