@@ -251,7 +251,12 @@ def load_into(
         for k in state
         if k in own and k not in head and state[k].shape != own[k].shape
     )
-    fits = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    # another class count: the whole head starts afresh (its bias may fit, it is not kept alone)
+    fits = {
+        k: v
+        for k, v in state.items()
+        if k in own and v.shape == own[k].shape and not (fresh_head and k in head)
+    }
     problems = [
         f"{what}: {_names(keys)}"
         for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
@@ -261,7 +266,7 @@ def load_into(
         fix = (
             "model.strict=false loads the tensors that fit"
             if fits
-            else "no tensor fits: is it the same model?"
+            else "no tensor fits, so it holds another model (or another input size)"
         )
         raise ModelError(
             f"{source} does not fit {getattr(net, 'title', type(net).__name__)} "
@@ -270,7 +275,7 @@ def load_into(
     net.load_state_dict(fits, strict=False)
     done = f"Loaded {len(fits)} of {len(own)} tensors from {source}"
     if fresh_head:
-        done += f"; the head ({_names(fresh_head, 3)}) starts afresh for this class count"
+        done += f"; the head ({_names(sorted(head), 3)}) starts afresh for this class count"
     return done + (f"; not loaded: {'; '.join(problems)}" if problems else "")
 
 
