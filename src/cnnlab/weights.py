@@ -56,6 +56,11 @@ def _pretrained(node: Mapping[str, Any]) -> Any:
     return value
 
 
+def starts_from(node: Mapping[str, Any]) -> bool:
+    """Whether the model config names start weights (``pretrained`` or ``init_from``)."""
+    return bool(node.get("init_from")) or _pretrained(node) is not None
+
+
 def published(node: Mapping[str, Any]) -> dict[str, Any]:
     """The published weights of the configured net (``model.pretrained=true``)."""
     cls = _net_class(node)
@@ -187,10 +192,11 @@ def fill_inputs(data: DictConfig, inputs: Mapping[str, Any], channels: int) -> b
     ``inputs``; a grayscale dataset gets the mean of 3-channel statistics. Returns whether
     anything was set."""
     changed = False
+    given = data.get("mean") is not None or data.get("std") is not None
     with open_dict(data):
         for key, value in inputs.items():
-            if key not in data or data[key] is not None:
-                continue  # set by the user, or a data module without the key (a folder's size)
+            if key not in data or data[key] is not None or (key in ("mean", "std") and given):
+                continue  # set by the user (mean and std: as a pair), or a folder's own size
             if key in ("mean", "std") and len(value) != channels:
                 value = [sum(value) / len(value)] * channels
             data[key] = value
