@@ -24,28 +24,18 @@ from cnnlab.models.zoo import TorchvisionNet
 from cnnlab.record import fingerprint
 from cnnlab.run import build, evaluate, train
 
-from .conftest import make_cfg, one_line_error, subprocess_env
+from .conftest import QUICK, make_cfg, one_line_error, subprocess_env, tiny_run
 
-QUICK = ("data.val_size=100", "data.batch_size=50", "optimizer.lr=0.003")
 # a torchvision net on tiny 28x28 MNIST-format data, as fast as it gets
 TINY = (*QUICK, "data.eval_batch_size=100", "trainer.limit_val_batches=1")
 RESNET = "resnet18-f37072fd.pth"  # the file name of torchvision's published resnet18 weights
 
 
 @pytest.fixture(scope="module")
-def mnist_dir(tmp_path_factory) -> Path:
-    from cnnlab.data.synthetic import write_mnist_like
-
-    d = tmp_path_factory.mktemp("data")
-    write_mnist_like(d, "mnist", n_train=600, n_test=200)
-    return d
-
-
-@pytest.fixture(scope="module")
-def lenet_run(mnist_dir, tmp_path_factory) -> Path:
+def lenet_run(tmp_path_factory) -> Path:
     """A 1-epoch LeNet-5 run: the earlier run a later one starts from (``model.init_from``)."""
     tmp = tmp_path_factory.mktemp("lenet")
-    train(make_cfg(tmp, mnist_dir, *QUICK, "trainer.max_epochs=1", "test=false"))
+    tiny_run(tmp, "trainer.max_epochs=1", "test=false")
     return tmp / "run" / "checkpoints" / "last.ckpt"
 
 
@@ -104,17 +94,17 @@ def test_head_is_built_for_the_class_count_and_gray_repeats_the_channel():
     torch.testing.assert_close(net.model(x), same, rtol=1e-4, atol=1e-5)
 
 
-def test_a_net_too_small_for_the_images_names_the_image_size(mnist_dir, tmp_path):
-    cfg = make_cfg(tmp_path, mnist_dir, "model=torchvision", "model.arch=vit_b_16")
+def test_a_net_too_small_for_the_images_names_the_image_size(tiny_mnist, tmp_path):
+    cfg = make_cfg(tmp_path, tiny_mnist, "model=torchvision", "model.arch=vit_b_16")
     with pytest.raises(ModelError, match=r"cannot take 28x28 images .* data.image_size=224"):
         build(cfg)
-    cfg = make_cfg(tmp_path, mnist_dir, "model=torchvision", "model.arch=vgg11")
+    cfg = make_cfg(tmp_path, tiny_mnist, "model=torchvision", "model.arch=vgg11")
     with pytest.raises(ModelError, match=r"too deep for this image size.* data.image_size=32 "):
         build(cfg)
 
 
 def test_a_net_too_big_for_the_memory_is_refused_before_it_is_made(
-    mnist_dir, tmp_path, monkeypatch
+    tiny_mnist, tmp_path, monkeypatch
 ):
     import psutil
 
@@ -122,12 +112,12 @@ def test_a_net_too_big_for_the_memory_is_refused_before_it_is_made(
         available = 100 * 2**20  # 100 MiB: resnet18 needs 11.7 M x 16 bytes
 
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Tight)
-    cfg = make_cfg(tmp_path, mnist_dir, "model=torchvision", "model.arch=resnet18")
+    cfg = make_cfg(tmp_path, tiny_mnist, "model=torchvision", "model.arch=resnet18")
     with pytest.raises(ModelError, match=r"has 11,\d{3},\d{3} parameters: training it needs"):
         build(cfg)
 
 
-def _end_to_end(tmp_path, mnist_dir, *model):
+def _end_to_end(tmp_path, tiny_mnist, *model, exported: bool = True):
     """Train one epoch of a few batches, then eval, predict with Grad-CAM, export and the
     layer table: everything that reads a checkpoint rebuilds the net from it."""
     from PIL import Image
@@ -136,29 +126,34 @@ def _end_to_end(tmp_path, mnist_dir, *model):
     from cnnlab.predict import predict
 
     cfg = make_cfg(
-        tmp_path, mnist_dir, *model, *TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=2"
+        tmp_path, tiny_mnist, *model, *TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=2"
     )
     metrics = train(cfg)
     assert metrics["status"] == "completed" and metrics["steps"] == 2
     run = Path(cfg.paths.output_dir)
     assert "Conv2d" in (run / "model_summary.txt").read_text()
     ckpt = run / "checkpoints" / "last.ckpt"
-    eval_cfg = make_cfg(tmp_path / "eval", mnist_dir, f"ckpt_path={ckpt}", config="eval")
+    eval_cfg = make_cfg(tmp_path / "eval", tiny_mnist, f"ckpt_path={ckpt}", config="eval")
     assert evaluate(eval_cfg)["test/acc"] == pytest.approx(
         json.loads((run / "metrics.json").read_text())["test/acc"], abs=0.2
     )
     image = Image.fromarray((torch.rand(40, 40) * 255).byte().numpy())
     found = predict(ckpt, image, cam=True)
     assert found.probs.sum().item() == pytest.approx(1, abs=1e-5)
-    assert found.explanation.maps.shape[-2:] == (28, 28)
+    size = next((int(o.split("=")[1]) for o in model if "image_size" in o), 28)
+    assert found.explanation.maps.shape[-2:] == (size, size)
+    if not exported:
+        return
     path = export(ckpt, "torchscript", tmp_path / "net.pt")
     exported = torch.jit.load(str(path))
-    x = torch.randint(0, 255, (2, 1, 28, 28), dtype=torch.uint8)
+    x = torch.randint(0, 255, (2, 1, size, size), dtype=torch.uint8)
     assert exported(x).shape == (2, 10)
 
 
-def test_mobilenet_v3_small_end_to_end(tmp_path, mnist_dir):
-    _end_to_end(tmp_path, mnist_dir, "model=torchvision", "model.arch=mobilenet_v3_small")
+def test_mobilenet_v3_small_trains_evaluates_and_explains(tmp_path, tiny_mnist):
+    """The fast share of the matrix below (export is there)."""
+    args = ("model=torchvision", "model.arch=mobilenet_v3_small")
+    _end_to_end(tmp_path, tiny_mnist, *args, exported=False)
 
 
 @pytest.mark.slow
@@ -166,15 +161,16 @@ def test_mobilenet_v3_small_end_to_end(tmp_path, mnist_dir):
     "model",
     [
         ("model=torchvision", "model.arch=resnet18"),
+        ("model=torchvision", "model.arch=mobilenet_v3_small"),
         ("model=torchvision", "model.arch=efficientnet_b0"),
-        ("model=timm", "model.arch=convnext_atto"),
+        ("model=timm", "model.arch=convnext_atto", "data.image_size=32"),  # 28 px is refused
         ("model=timm", "model.arch=resnet10t"),
     ],
     ids=lambda m: m[1],
 )
-def test_published_nets_end_to_end(tmp_path, mnist_dir, model):
+def test_published_nets_end_to_end(tmp_path, tiny_mnist, model):
     pytest.importorskip("timm")
-    _end_to_end(tmp_path, mnist_dir, *model)
+    _end_to_end(tmp_path, tiny_mnist, *model)
 
 
 # -- 2. where the weights come from -----------------------------------------------------------
@@ -187,11 +183,11 @@ def _assert_loaded(net, state, head=("fc.weight", "fc.bias")):
             assert torch.equal(own[key], value), key
 
 
-def test_published_weights_come_from_the_torch_cache(mnist_dir, tmp_path, monkeypatch):
+def test_published_weights_come_from_the_torch_cache(tiny_mnist, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     state = published_resnet18(tmp_path / "torch")
     cfg = make_cfg(
-        tmp_path, mnist_dir, "model=torchvision", "model.arch=resnet18", "model.pretrained=true"
+        tmp_path, tiny_mnist, "model=torchvision", "model.arch=resnet18", "model.pretrained=true"
     )
     datamodule, model = build(cfg)
     _assert_loaded(model.net, state)
@@ -204,7 +200,7 @@ def test_published_weights_come_from_the_torch_cache(mnist_dir, tmp_path, monkey
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_a_weights_file_gives_exactly_its_tensors_but_the_head(
-    mnist_dir, tmp_path, monkeypatch, suffix
+    tiny_mnist, tmp_path, monkeypatch, suffix
 ):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # empty: nothing from the cache
     torch.manual_seed(1)
@@ -218,7 +214,7 @@ def test_a_weights_file_gives_exactly_its_tensors_but_the_head(
         torch.save(state, file)
     cfg = make_cfg(
         tmp_path,
-        mnist_dir,
+        tiny_mnist,
         "model=torchvision",
         "model.arch=resnet18",
         f"model.pretrained={file}",
@@ -230,7 +226,7 @@ def test_a_weights_file_gives_exactly_its_tensors_but_the_head(
     assert not (tmp_path / "torch").exists()
 
 
-def test_offline_published_weights_fail_in_one_line_leaving_no_folder(mnist_dir, tmp_path):
+def test_offline_published_weights_fail_in_one_line_leaving_no_folder(tiny_mnist, tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.run(
         [
@@ -239,7 +235,7 @@ def test_offline_published_weights_fail_in_one_line_leaving_no_folder(mnist_dir,
             "model=torchvision",
             "model.arch=resnet18",
             "model.pretrained=true",
-            f"paths.data_dir={mnist_dir}",
+            f"paths.data_dir={tiny_mnist}",
             f"hydra.run.dir={run_dir}",
         ],
         capture_output=True,
@@ -262,8 +258,38 @@ def test_offline_timm_weights_name_the_hugging_face_cache(tmp_path, monkeypatch)
         published_file(info)
 
 
-def test_init_from_an_earlier_run_copies_every_tensor(mnist_dir, lenet_run, tmp_path):
-    cfg = make_cfg(tmp_path, mnist_dir, f"model.init_from={lenet_run}")
+def test_timm_published_weights_come_from_the_hugging_face_cache(tiny_mnist, tmp_path, monkeypatch):
+    pytest.importorskip("timm")
+    import timm
+    from safetensors.torch import save_file
+
+    # the cache's layout, as a download leaves it: a snapshot folder named by refs/main
+    repo = tmp_path / "hf" / "hub" / "models--timm--resnet10t.c3_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    torch.manual_seed(2)
+    state = timm.create_model("resnet10t", pretrained=False).state_dict()
+    save_file(state, str(repo / "snapshots" / ("0" * 40) / "model.safetensors"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    cfg = make_cfg(
+        tmp_path,
+        tiny_mnist,
+        "model=timm",
+        "model.arch=resnet10t",
+        "model.pretrained=true",
+        "data.image_size=32",
+    )
+    datamodule, model = build(cfg)
+    assert datamodule.input_shape == (1, 32, 32)
+    _assert_loaded(model.net, state)
+
+
+def test_init_from_an_earlier_run_copies_every_tensor(tiny_mnist, lenet_run, tmp_path):
+    cfg = make_cfg(tmp_path, tiny_mnist, f"model.init_from={lenet_run}")
     _, model = build(cfg)
     stored = torch.load(lenet_run, weights_only=True)["state_dict"]
     for key, value in model.net.state_dict().items():
@@ -298,13 +324,13 @@ def test_init_from_another_class_count_starts_the_head_afresh(lenet_run, tmp_pat
             assert torch.equal(value, stored[f"net.{key}"]), key
 
 
-def test_a_mismatched_checkpoint_lists_its_mismatches(mnist_dir, lenet_run, tmp_path, caplog):
+def test_a_mismatched_checkpoint_lists_its_mismatches(tiny_mnist, lenet_run, tmp_path, caplog):
     start = ("model.batch_norm=true", f"model.init_from={lenet_run}")
     with pytest.raises(ModelError, match=r"missing: .*running_mean.* model.strict=false") as e:
-        build(make_cfg(tmp_path, mnist_dir, *start))
+        build(make_cfg(tmp_path, tiny_mnist, *start))
     assert "\n" not in str(e.value)
     with caplog.at_level("INFO", logger="cnnlab"):
-        _, model = build(make_cfg(tmp_path, mnist_dir, *start, "model.strict=false"))
+        _, model = build(make_cfg(tmp_path, tiny_mnist, *start, "model.strict=false"))
     stored = torch.load(lenet_run, weights_only=True)["state_dict"]
     fits = [k for k, v in model.net.state_dict().items() if f"net.{k}" in stored]
     assert f"Loaded {len(fits)} of {len(model.net.state_dict())} tensors" in caplog.text
@@ -319,19 +345,19 @@ def test_a_mismatched_checkpoint_lists_its_mismatches(mnist_dir, lenet_run, tmp_
         (None, r"holds no state dict"),
     ],
 )
-def test_a_wrong_weights_file_is_named(mnist_dir, tmp_path, content, match):
+def test_a_wrong_weights_file_is_named(tiny_mnist, tmp_path, content, match):
     file = tmp_path / "w.pth"
     if content is None:
         torch.save([1, 2, 3], file)
     else:
         file.write_bytes(content)
     with pytest.raises(ConfigError, match=match):
-        build(make_cfg(tmp_path, mnist_dir, f"model.pretrained={file}"))
+        build(make_cfg(tmp_path, tiny_mnist, f"model.pretrained={file}"))
 
 
-def test_published_weights_need_a_published_net(mnist_dir, tmp_path):
+def test_published_weights_need_a_published_net(tiny_mnist, tmp_path):
     with pytest.raises(ConfigError, match=r"only model=torchvision and model=timm"):
-        build(make_cfg(tmp_path, mnist_dir, "model.pretrained=true"))
+        build(make_cfg(tmp_path, tiny_mnist, "model.pretrained=true"))
 
 
 # -- 3. fine-tuning -----------------------------------------------------------------------------
@@ -364,11 +390,11 @@ class Watch(pl.Callback):
         )
 
 
-def test_a_frozen_backbone_is_unchanged_until_it_unfreezes(mnist_dir, tmp_path):
+def test_a_frozen_backbone_is_unchanged_until_it_unfreezes(tiny_mnist, tmp_path):
     watch = Watch()
     cfg = make_cfg(
         tmp_path,
-        mnist_dir,
+        tiny_mnist,
         *QUICK,
         "model.batch_norm=true",
         "finetune.freeze_epochs=2",
@@ -391,11 +417,11 @@ def test_a_frozen_backbone_is_unchanged_until_it_unfreezes(mnist_dir, tmp_path):
     assert any(not torch.equal(first[k], v) for k, v in after[-1]["backbone"].items())
 
 
-def test_last_k_unfreezes_only_the_last_layers(mnist_dir, tmp_path):
+def test_last_k_unfreezes_only_the_last_layers(tiny_mnist, tmp_path):
     watch = Watch()
     cfg = make_cfg(
         tmp_path,
-        mnist_dir,
+        tiny_mnist,
         *QUICK,
         "finetune.freeze_epochs=1",
         "finetune.unfreeze=last_k",
@@ -420,12 +446,12 @@ def test_last_k_unfreezes_only_the_last_layers(mnist_dir, tmp_path):
     ],
 )
 def test_backbone_rate_is_the_multiplier_times_the_heads_at_every_step(
-    mnist_dir, tmp_path, optimizer, scheduler
+    tiny_mnist, tmp_path, optimizer, scheduler
 ):
     watch = Watch()
     cfg = make_cfg(
         tmp_path,
-        mnist_dir,
+        tiny_mnist,
         *QUICK,
         f"optimizer={optimizer}",
         f"scheduler={scheduler}",
@@ -446,7 +472,6 @@ def test_backbone_rate_is_the_multiplier_times_the_heads_at_every_step(
 
 # a resumed fine-tune: killed in the frozen and in the unfrozen phase, it ends as if never stopped
 FT = (
-    *QUICK,
     "trainer.deterministic=true",
     "model.batch_norm=true",
     "finetune.freeze_epochs=2",
@@ -457,15 +482,16 @@ FT = (
 
 
 @pytest.fixture(scope="module")
-def ft_reference(mnist_dir, tmp_path_factory):
-    return train(make_cfg(tmp_path_factory.mktemp("ft"), mnist_dir, *FT))
+def ft_reference(tmp_path_factory):
+    return tiny_run(tmp_path_factory.mktemp("ft"), *FT)[1]
 
 
 @pytest.mark.parametrize("step", [3, 10], ids=["frozen", "unfrozen"])
-def test_a_resumed_fine_tune_continues_in_its_phase(mnist_dir, tmp_path, ft_reference, step):
+def test_a_resumed_fine_tune_continues_in_its_phase(tiny_mnist, tmp_path, ft_reference, step):
     cfg = make_cfg(
         tmp_path,
-        mnist_dir,
+        tiny_mnist,
+        *QUICK,
         *FT,
         "+callbacks.sigterm._target_=tests.test_reliability.SigtermAt",
         f"+callbacks.sigterm.step={step}",
@@ -477,9 +503,9 @@ def test_a_resumed_fine_tune_continues_in_its_phase(mnist_dir, tmp_path, ft_refe
     assert {k: resumed[k] for k in keys} == {k: ft_reference[k] for k in keys}
 
 
-def test_finetune_keys_are_in_the_fingerprint_and_free_when_off(mnist_dir, tmp_path):
-    base = make_cfg(tmp_path, mnist_dir)
-    keyed = {fingerprint(make_cfg(tmp_path, mnist_dir, o)) for o in ("finetune.freeze_epochs=1",)}
+def test_finetune_keys_are_in_the_fingerprint_and_free_when_off(tiny_mnist, tmp_path):
+    base = make_cfg(tmp_path, tiny_mnist)
+    keyed = {fingerprint(make_cfg(tmp_path, tiny_mnist, o)) for o in ("finetune.freeze_epochs=1",)}
     assert fingerprint(base) not in keyed
     from omegaconf import open_dict
 
@@ -506,8 +532,8 @@ def test_finetune_keys_are_in_the_fingerprint_and_free_when_off(mnist_dir, tmp_p
         ("data.mean=[0.5,0.5]", r"must be 1 numbers each"),
     ],
 )
-def test_bad_transfer_values_are_refused_at_build(mnist_dir, tmp_path, override, match):
+def test_bad_transfer_values_are_refused_at_build(tiny_mnist, tmp_path, override, match):
     extra = ("data.std=[0.2,0.2]",) if override.startswith("data.mean") else ()
-    cfg = make_cfg(tmp_path, mnist_dir, "trainer.max_epochs=2", override, *extra)
+    cfg = make_cfg(tmp_path, tiny_mnist, "trainer.max_epochs=2", override, *extra)
     with pytest.raises(CnnlabError, match=match):
         build(cfg)

@@ -63,6 +63,17 @@ def finetune_settings(node: Mapping[str, Any] | None, max_epochs: int) -> dict[s
     return None if ft == OFF else ft
 
 
+def head_params(net: nn.Module, head: set[str]) -> list[str]:
+    """The names of the net's head parameters; ConfigError when it has none to fine-tune."""
+    names = [name for name, _ in net.named_parameters() if name in head]
+    if not names:
+        raise ConfigError(
+            "finetune.* needs a head, the parameters whose shape depends on the class count, "
+            "and this net has none; set finetune.freeze_epochs=0 and finetune.backbone_lr=1."
+        )
+    return names
+
+
 def param_groups(net: nn.Module, head: Sequence[str], backbone_lr: float, lr: float) -> list:
     """The head's parameters at the optimizer's rate, the backbone's at ``backbone_lr`` x it."""
     named = dict(net.named_parameters())

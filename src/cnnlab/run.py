@@ -39,7 +39,7 @@ from cnnlab.checkpoint import (
 from cnnlab.cli import NVML_CHECK, in_multirun
 from cnnlab.config import create, overrides, validate
 from cnnlab.errors import CheckpointError, ConfigError, DiskFull
-from cnnlab.finetune import finetune_settings
+from cnnlab.finetune import finetune_settings, head_params
 from cnnlab.lit import ImageClassifier
 from cnnlab.loggers import logger_callbacks
 from cnnlab.metrics import per_class_accuracy
@@ -61,7 +61,14 @@ from cnnlab.record import (
 )
 from cnnlab.resources import check_accelerator, check_fits_in_memory, peak_rss_mb
 from cnnlab.viz.labels import check_lang, label
-from cnnlab.weights import fill_inputs, head_keys, load_start, net_args, start_inputs
+from cnnlab.weights import (
+    fill_inputs,
+    head_keys,
+    load_start,
+    net_args,
+    start_inputs,
+    starts_from,
+)
 
 log = logging.getLogger("cnnlab")
 
@@ -140,9 +147,8 @@ def build(cfg: DictConfig):
 
     with torch.device("meta"):  # sizes first, storage later: a typo'd width must not fill the RAM
         probe = make(classes)
-    check_input_size(
-        probe, shape, make
-    )  # a net that cannot take the data fails here, naming the layer
+    # a net that cannot take the data fails here, naming the layer and the image size it takes
+    check_input_size(probe, shape, make)
     check_fits_in_memory(count_params(probe, trainable_only=False), _model_choice(cfg))
     net = make(classes)
     check_forward(net, shape)  # sizes lazy layers for real
@@ -153,12 +159,12 @@ def build(cfg: DictConfig):
             f"model.batch_norm=false."
         )
     finetune = finetune_settings(_plain(cfg.get("finetune")), cfg.trainer.max_epochs)
-    starts = node.get("init_from") or node.get("pretrained") not in (None, False)
+    starts = starts_from(node)
     head = head_keys(make, classes, shape) if finetune or starts else set()
     if starts and not cfg.get("ckpt_path"):  # a resumed run's checkpoint holds its weights
         log.info(load_start(net, node, head))
     if finetune:
-        finetune["head"] = [n for n, _ in net.named_parameters() if n in head]
+        finetune["head"] = head_params(net, head)
     model = ImageClassifier(
         net,
         num_classes=datamodule.num_classes,

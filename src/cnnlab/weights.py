@@ -56,6 +56,11 @@ def _pretrained(node: Mapping[str, Any]) -> Any:
     return value
 
 
+def starts_from(node: Mapping[str, Any]) -> bool:
+    """Whether the model config names start weights (``pretrained`` or ``init_from``)."""
+    return bool(node.get("init_from")) or _pretrained(node) is not None
+
+
 def published(node: Mapping[str, Any]) -> dict[str, Any]:
     """The published weights of the configured net (``model.pretrained=true``)."""
     cls = _net_class(node)
@@ -187,10 +192,11 @@ def fill_inputs(data: DictConfig, inputs: Mapping[str, Any], channels: int) -> b
     ``inputs``; a grayscale dataset gets the mean of 3-channel statistics. Returns whether
     anything was set."""
     changed = False
+    given = data.get("mean") is not None or data.get("std") is not None
     with open_dict(data):
         for key, value in inputs.items():
-            if key not in data or data[key] is not None:
-                continue  # set by the user, or a data module without the key (a folder's size)
+            if key not in data or data[key] is not None or (key in ("mean", "std") and given):
+                continue  # set by the user (mean and std: as a pair), or a folder's own size
             if key in ("mean", "std") and len(value) != channels:
                 value = [sum(value) / len(value)] * channels
             data[key] = value
@@ -251,7 +257,12 @@ def load_into(
         for k in state
         if k in own and k not in head and state[k].shape != own[k].shape
     )
-    fits = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    # another class count: the whole head starts afresh (its bias may fit, it is not kept alone)
+    fits = {
+        k: v
+        for k, v in state.items()
+        if k in own and v.shape == own[k].shape and not (fresh_head and k in head)
+    }
     problems = [
         f"{what}: {_names(keys)}"
         for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
@@ -261,7 +272,7 @@ def load_into(
         fix = (
             "model.strict=false loads the tensors that fit"
             if fits
-            else "no tensor fits: is it the same model?"
+            else "no tensor fits, so it holds another model (or another input size)"
         )
         raise ModelError(
             f"{source} does not fit {getattr(net, 'title', type(net).__name__)} "
@@ -270,7 +281,7 @@ def load_into(
     net.load_state_dict(fits, strict=False)
     done = f"Loaded {len(fits)} of {len(own)} tensors from {source}"
     if fresh_head:
-        done += f"; the head ({_names(fresh_head, 3)}) starts afresh for this class count"
+        done += f"; the head ({_names(sorted(head), 3)}) starts afresh for this class count"
     return done + (f"; not loaded: {'; '.join(problems)}" if problems else "")
 
 

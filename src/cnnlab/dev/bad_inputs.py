@@ -35,6 +35,8 @@ TRAIN = (
     "data.val_size=100",
     "hydra.run.dir={fresh}",
 )
+# a proxy nobody listens on: a download fails at once, online or not
+DEAD_PROXY = "http://127.0.0.1:9"
 EVAL = ("eval.py", "paths.data_dir={data}", "paths.dataset_mirrors=[]", "hydra.run.dir={fresh}")
 
 
@@ -47,6 +49,7 @@ class Case:
     stream: str = "stderr"  # where the line is printed
     one_line: bool = True  # the whole message is that line (Hydra's and a few lists are longer)
     fast: bool = False  # in the fast test suite: one case of each kind of check (the rest: slow)
+    env: tuple[tuple[str, str], ...] = ()  # environment variables set for it ({name}: a file)
 
 
 CASES = (
@@ -86,6 +89,21 @@ CASES = (
          r"model.width=100 has [\d,]+ parameters"),
     Case("a model too deep for the images (five 2x2 pools on 28x28)",
          (*TRAIN, "model=simple_cnn", "model.channels=[8,8,8,8,8]"), r"so the model is too deep for this image size"),
+    Case("`model=torchvision model.arch=resnet19`", (*TRAIN, "model=torchvision", "model.arch=resnet19"),
+         r"model.arch='resnet19' is not a torchvision classification model \(close matches: resnet18"),
+    Case("`model=torchvision model.arch=vit_b_16` on 28x28 images", (*TRAIN, "model=torchvision", "model.arch=vit_b_16"),
+         r"torchvision vit_b_16 cannot take 28x28 images .* It takes data.image_size=224"),
+    Case("`model.pretrained=true` offline, the weights not in the cache",
+         (*TRAIN, "model=torchvision", "model.pretrained=true"),
+         r"needs resnet18-f37072fd.pth .* not in .*/hub/checkpoints and could not be downloaded", fast=True,
+         env=(("TORCH_HOME", "{fresh}"), ("https_proxy", DEAD_PROXY), ("HTTPS_PROXY", DEAD_PROXY))),
+    Case("`model.pretrained=notes.txt`", (*TRAIN, "model.pretrained={notes}"), r"notes.txt' is not a weights file"),
+    Case("`model.pretrained=` a damaged `.pth` file", (*TRAIN, "model.pretrained={bad_weights}"),
+         r"bad.pth' is not a readable weights file"),
+    Case("`model.init_from=` a run of another model (or input size)", (*TRAIN, "model=mlp", "model.init_from={ckpt}"),
+         r"model.init_from=.* does not fit MLP 512-256 \(missing: .*; unexpected: .*\): no tensor fits", fast=True),
+    Case("`finetune.freeze_epochs=5 trainer.max_epochs=2`", (*TRAIN, "finetune.freeze_epochs=5", "trainer.max_epochs=2"),
+         r"finetune.freeze_epochs=5 is beyond trainer.max_epochs=2"),
     Case("`test_tta=flip` with `data=mnist` or `svhn`", (*TRAIN, "test_tta=flip"),
          r"test_tta=flip is refused for MNIST: a mirrored digit"),
     Case("`ema.enabled=true ema.decay=1`", (*TRAIN, "ema.enabled=true", "ema.decay=1"), r"ema.decay=1 must be in \(0, 1\)"),
@@ -271,6 +289,11 @@ class Workspace:
         return self.root / "notes.txt"
 
     @cached_property
+    def bad_weights(self) -> Path:
+        (self.root / "bad.pth").write_bytes(b"PK\x03\x04 not a zip archive of tensors")
+        return self.root / "bad.pth"
+
+    @cached_property
     def empty(self) -> Path:
         (self.root / "empty").mkdir()
         return self.root / "empty"
@@ -412,11 +435,14 @@ class _Call:
         return (print, ("this should never be printed",))
 
 
-def _run(argv: tuple[str, ...] | list[str], ws: Workspace) -> subprocess.CompletedProcess:
+def _run(
+    argv: tuple[str, ...] | list[str], ws: Workspace, env: tuple[tuple[str, str], ...] = ()
+) -> subprocess.CompletedProcess:
     args = [a.format_map(ws) for a in argv]
+    extra = {k: v.format_map(ws) for k, v in env}
     return subprocess.run(
         [sys.executable, str(PROJECT_ROOT / args[0]), *args[1:]],
-        capture_output=True, text=True, timeout=300, cwd=ws.root, env=subprocess_env(),
+        capture_output=True, text=True, timeout=300, cwd=ws.root, env=subprocess_env(**extra),
     )  # fmt: skip
 
 
@@ -433,7 +459,7 @@ def run_case(case: Case, ws: Workspace) -> Outcome:
     """Run one case in a fresh process: what it printed, and whether any file was lost."""
     ws.prepare((case,))  # the files it names are the "before"
     before = _files(ws.root)
-    proc = _run(case.argv, ws)
+    proc = _run(case.argv, ws, case.env)
     after = _files(ws.root)
     text = proc.stdout if case.stream == "stdout" else proc.stderr
     lines = [line for line in text.splitlines() if line.strip()]
@@ -454,7 +480,7 @@ def run_case(case: Case, ws: Workspace) -> Outcome:
 def _names(case: Case) -> Iterator[str]:
     import string
 
-    for arg in case.argv:
+    for arg in (*case.argv, *(value for _, value in case.env)):
         for _, name, _, _ in string.Formatter().parse(arg):
             if name and name != "fresh":
                 yield name
