@@ -25,6 +25,7 @@ from cnnlab.search import (
     distributions,
     flatten_space,
     from_config,
+    join_study,
     make_executor,
     overrides_of,
     storage,
@@ -266,3 +267,15 @@ def test_slurm_workers_are_an_array_with_the_configured_resources(tmp_path, monk
     assert params["partition"] == "gpu" and params["array_parallelism"] == 8
     assert params["time"] == 240 and params["cpus_per_task"] == 4 and params["mem"] == "16GB"
     assert params["gpus_per_node"] == 1
+
+
+def test_samplers_joining_one_study_never_draw_alike(tmp_path):
+    """Two searches started side by side on one study (each a worker 0), and a re-run, each
+    draw other trials; the first sampler of a fresh study draws as ``seed`` itself does."""
+    cfg = compose_config("search", [f"dir={tmp_path / 'search'}", "search.sampler.seed=7"])
+    search = from_config(OmegaConf.to_container(cfg, resolve=True))
+    space = distributions(search.params)
+    first = [join_study(search).ask(space).params for _ in range(3)]
+    assert len({json.dumps(p, sort_keys=True) for p in first}) == 3
+    fresh = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=7, n_startup_trials=5))
+    assert first[0] == fresh.ask(space).params

@@ -157,7 +157,7 @@ def overrides_of(params: dict[str, Any]) -> list[str]:
 
 
 # -- sampler, pruner and storage: chosen by name, never by a config's _target_ ---------------
-def _made(kind: str, spec: dict[str, Any], names: tuple[str, ...], worker: int = 0) -> Any:
+def _made(kind: str, spec: dict[str, Any], names: tuple[str, ...], slot: int = 0) -> Any:
     import optuna
 
     args = dict(spec)
@@ -165,7 +165,7 @@ def _made(kind: str, spec: dict[str, Any], names: tuple[str, ...], worker: int =
     if name not in names:
         raise ConfigError(f"search.{kind}.name={name!r} is not one of {', '.join(names)}.")
     if kind == "sampler" and args.get("seed") is not None:
-        args["seed"] = int(args["seed"]) + worker  # workers must not draw the same trials
+        args["seed"] = int(args["seed"]) + slot  # samplers of one study must not draw alike
     cls = {
         "tpe": optuna.samplers.TPESampler,
         "random": optuna.samplers.RandomSampler,
@@ -224,8 +224,8 @@ def storage(search: Search) -> Any:
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
-def open_study(search: Search, worker: int = 0) -> Any:
-    """Create the study, or join it (another worker's, or an earlier run's)."""
+def open_study(search: Search) -> Any:
+    """Create the study, or open it (another worker's, or an earlier run's)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # cnnlab prints its own lines
@@ -234,12 +234,38 @@ def open_study(search: Search, worker: int = 0) -> Any:
             study_name=search.name,
             storage=storage(search),
             direction=search.direction,
-            sampler=_made("sampler", search.sampler, SAMPLERS, worker),
             pruner=_made("pruner", search.pruner, PRUNERS),
             load_if_exists=True,
         )
     except ValueError as e:  # e.g. the stored study optimises the other direction
         raise ConfigError(f"study {search.name!r} in {search.storage or search.dir}: {e}") from None
+
+
+def join_study(search: Search) -> Any:
+    """The study as a worker draws from it: with a sampler seeded apart from every sampler
+    that joined the study before.
+
+    Each joining sampler takes the next slot, counted in the study itself under the lock
+    beside the results, and draws with ``seed + slot``: two workers of one search, two searches
+    started side by side on one study, or a re-run continuing it never draw the same trials.
+    The first sampler of a fresh study draws with ``seed`` itself, so one search repeats.
+    """
+    with ask_lock(search):
+        study = open_study(search)
+        slot = int(study.user_attrs.get(SAMPLER_SLOTS, 0))
+        study.set_user_attr(SAMPLER_SLOTS, slot + 1)
+    study.sampler = _made("sampler", search.sampler, SAMPLERS, slot)
+    return study
+
+
+# the count of samplers that have joined a study (a user attribute of the study)
+SAMPLER_SLOTS = "cnnlab_sampler_slots"
+
+
+def ask_lock(search: Search) -> FileLock:
+    """The lock beside the results under which workers join the study and ask for trials."""
+    Path(search.dir).mkdir(parents=True, exist_ok=True)
+    return FileLock(str(Path(search.dir) / "ask.lock"))
 
 
 # -- one trial --------------------------------------------------------------------------------
@@ -300,10 +326,10 @@ def work(search: Search, worker: int = 0, announce: bool = False) -> int:
     lock beside the results, so that N workers stop at exactly ``n_trials``."""
     from optuna.trial import TrialState
 
-    study = open_study(search, worker)
+    study = join_study(search)
     fail_orphans(study)
     distributions_ = distributions(search.params)
-    lock = FileLock(str(Path(search.dir) / "ask.lock"))
+    lock = ask_lock(search)
     # trials enqueued by hand (study.enqueue_trial) wait to be asked for: they are not yet run
     started = tuple(s for s in TrialState if s != TrialState.WAITING)
     ran = 0
