@@ -76,6 +76,8 @@ def test_prints_a_suggestion_inside_the_range_and_the_override(lr_run):
     assert math.isfinite(lr) and MIN_LR <= lr <= MAX_LR
     assert re.search(rf"^Override: optimizer\.lr={re.escape(f'{lr:.3g}')}$", proc.stdout, re.M)
     assert "python train.py data=mnist" in proc.stdout and "optimizer.lr=0.003 " not in proc.stdout
+    # Lightning's note on saving the finder's state reads as if checkpoints loaded unsafely
+    assert "weights_only" not in proc.stdout + proc.stderr
     # the rates grow geometrically from min_lr, one per step, and the suggestion is one of them
     lrs = record["lrs"]
     assert lrs[0] == pytest.approx(MIN_LR) and max(lrs) <= MAX_LR

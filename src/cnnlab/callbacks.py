@@ -106,7 +106,8 @@ class InterruptCheckpoint(pl.Callback):
             isinstance(exception, (KeyboardInterrupt, SIGTERMException))
             and trainer.state.fn == "fit"
         ):
-            trainer.save_checkpoint(self.path)
+            # the whole training state (optimiser, loops), so that the run resumes exactly
+            trainer.save_checkpoint(self.path, weights_only=False)
 
 
 def early_stopping(

@@ -91,11 +91,22 @@ def configure_torch() -> None:
     lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(isinstance(f, _NoAdverts) for f in lightning_log.filters):
         lightning_log.addFilter(_NoAdverts())
+    # Saving a whole training state (as the learning-rate finder does) logs "`weights_only` was
+    # not set, defaulting to `False`": a save option (weights alone, or the optimiser's state
+    # too), which reads as if checkpoints were loaded unsafely. They never are (checkpoint.py).
+    saving_log = logging.getLogger("pytorch_lightning.trainer.connectors.checkpoint_connector")
+    if not any(isinstance(f, _NoSaveOptionNote) for f in saving_log.filters):
+        saving_log.addFilter(_NoSaveOptionNote())
 
 
 class _NoAdverts(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "💡 Tip" not in str(record.msg)
+
+
+class _NoSaveOptionNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`weights_only` was not set" not in str(record.msg)
 
 
 def cpu_threads(cfg: DictConfig) -> int | None:
