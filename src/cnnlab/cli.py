@@ -219,10 +219,18 @@ class WritableOutput(Callback):
         from pathlib import Path
 
         problem = None
-        try:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            problem = f"cannot create the output folder {folder} ({e.strerror or e})"
+        try:  # the run's path is written into UTF-8 text files (metrics.json, train.log)
+            folder.encode("utf-8")
+        except UnicodeEncodeError:
+            problem = (
+                f"{key}={os.fsencode(folder)!r} is not UTF-8 text, and a run writes its folder's "
+                f"path into UTF-8 files (metrics.json, train.log), so it is not created"
+            )
+        if problem is None:
+            try:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                problem = f"cannot create the output folder {folder} ({e.strerror or e})"
         # an existing folder (an earlier run's, to re-run or evaluate into) on a read-only disk:
         # Hydra's log file would fail to open in it with a logging traceback
         if problem is None and not os.access(folder, os.W_OK):

@@ -110,6 +110,8 @@ CASES = (
     Case("`aug.mixup_alpha=-0.2`", (*TRAIN, "aug.mixup_alpha=-0.2"), r"aug.mixup_alpha=-0.2 must be a number >= 0"),
     Case("an output folder that cannot be made (read-only disk, a file in its path)",
          (*TRAIN, "hydra.run.dir={a_file}/run"), r"cannot create the output folder .*\(Not a directory\)", fast=True),
+    Case("`hydra.run.dir=` a folder whose name is not UTF-8 (a Latin-1 0xff byte, quoted for Hydra)",
+         (*TRAIN, "hydra.run.dir='{not_utf8_out}'"), r"hydra.run.dir=b'.*\\xff' is not UTF-8 text", fast=True),
     Case("`data.data_dir` not writable (the files are to be copied there from a mirror)",
          (*TRAIN, "paths.data_dir=/proc/cnnlab", "paths.dataset_mirrors=[{mirror}]"), r"data_dir is not writable", fast=True),
     Case("`-m hydra/launcher=slurm` on a machine without SLURM",
@@ -382,6 +384,12 @@ class Workspace:
         root = self._images("dangling", ["cat", "dog"], 3)
         (root / "cat" / "gone.png").symlink_to(self.root / "deleted.png")
         return root
+
+    @property
+    def not_utf8_out(self) -> Path:
+        import os
+
+        return Path(os.fsdecode(os.fsencode(self.root) + b"/out-\xff"))
 
     @cached_property
     def not_utf8(self) -> Path:
