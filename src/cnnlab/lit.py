@@ -24,8 +24,9 @@ class ImageClassifier(pl.LightningModule):
     params/optimizer argument) kept as plain dicts so checkpoints load with weights_only.
     ``finetune`` (``cnnlab.finetune``: the head's parameter names and the ``finetune.*``
     values) splits the parameters into a head and a backbone group and freezes the backbone
-    for its first epochs. A scheduler config may carry Lightning's ``interval`` and ``monitor``; a ``total_steps:
-    null`` (OneCycleLR) and an ``epochs: null`` (WarmupCosine) are filled in from the trainer.
+    for its first epochs. A scheduler config may carry Lightning's ``interval`` and
+    ``monitor``; a ``total_steps: null`` (OneCycleLR) and an ``epochs: null`` (WarmupCosine)
+    are filled in from the trainer.
     """
 
     def __init__(
