@@ -93,10 +93,10 @@ mutation: $(STAMP)  ## mutation testing of the core with mutmut, then the score 
 	@$(MAKE) --no-print-directory mutation-score
 
 mutation-score:  ## the mutation score per module from the last make mutation (mutants/)
-	@$(BIN)/python scripts/mutation_score.py $(ARGS)
+	@$(BIN)/python -m tools.mutation_score $(ARGS)
 
 bench: $(STAMP)  ## throughput and memory: raw loop vs cnnlab vs torchvision pipeline
-	$(BIN)/python scripts/benchmark.py $(ARGS)
+	$(BIN)/python -m tools.benchmark $(ARGS)
 
 # Small folders of Fashion-MNIST PNGs (100 and 500 per class; 50 and 200 of classes 5-9 for
 # transfer), the SVM / logistic-regression baseline on them, the README's train.py runs (three
@@ -108,12 +108,12 @@ bench-small-data: $(STAMP)  ## small-data folders, classical baseline, the recip
 	$(BIN)/python benchmarks/small_data.py table
 
 lint: $(STAMP)  ## ruff: lint and format check
-	$(BIN)/ruff check src tests scripts benchmarks notebooks train.py eval.py
-	$(BIN)/ruff format --check src tests scripts benchmarks notebooks train.py eval.py
+	$(BIN)/ruff check src tests tools scripts benchmarks notebooks train.py eval.py
+	$(BIN)/ruff format --check src tests tools scripts benchmarks notebooks train.py eval.py
 
 format: $(STAMP)  ## ruff: fix what can be fixed, format
-	$(BIN)/ruff check --fix src tests scripts benchmarks notebooks train.py eval.py
-	$(BIN)/ruff format src tests scripts benchmarks notebooks train.py eval.py
+	$(BIN)/ruff check --fix src tests tools scripts benchmarks notebooks train.py eval.py
+	$(BIN)/ruff format src tests tools scripts benchmarks notebooks train.py eval.py
 
 tensorboard: $(STAMP)  ## open TensorBoard on every run in outputs/
 	$(BIN)/tensorboard --logdir outputs --host $(or $(HOST),localhost)

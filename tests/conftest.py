@@ -12,11 +12,12 @@ import pytest
 from PIL import Image
 
 from cnnlab.config import compose_config
-from cnnlab.data.formats import CACHE_DIR_ENV, write_idx
+from cnnlab.data.formats import CACHE_DIR_ENV
 from cnnlab.data.sources import ensure_dataset
 from cnnlab.data.specs import get_spec
-from cnnlab.data.synthetic import make_images, write_cifar_like, write_mnist_like, write_synthetic
-from cnnlab.dev import subprocess_env  # noqa: F401  (tests import it from here)
+from tests.support import subprocess_env  # noqa: F401  (tests import it from here)
+from tests.support.formats import md5_overrides, write_idx
+from tests.support.synthetic import make_images, write_cifar_like, write_mnist_like, write_synthetic
 
 FASHION_MIRROR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -46,7 +47,7 @@ def tiny_mnist(data_dir: Path) -> Path:
 
 def patch_md5(monkeypatch: pytest.MonkeyPatch, name: str, sums: dict[str, str]) -> None:
     """Make torchvision (and cnnlab, which reads the same lists) expect our tiny files' md5."""
-    for obj, attr, value in get_spec(name).format.md5_overrides(sums):
+    for obj, attr, value in md5_overrides(get_spec(name).format, sums):
         monkeypatch.setattr(obj, attr, value)
 
 

@@ -1,8 +1,8 @@
 """Every bad input gets one clear line before any heavy work, and nothing is lost (issue 11).
 
-The cases live in ``cnnlab.dev.bad_inputs`` (a table: a new bad input is one row); each runs
+The cases live in ``tests.support.bad_inputs`` (a table: a new bad input is one row); each runs
 as the real command line in its own process, against real files. The README's table is
-generated from the same rows (``python scripts/update_readme.py --bad-inputs``).
+generated from the same rows (``python -m tools.update_readme --bad-inputs``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from cnnlab.config import PROJECT_ROOT
-from cnnlab.dev.bad_inputs import CASES, Workspace, run_case
+from tests.support.bad_inputs import CASES, Workspace, run_case
 
 
 @pytest.fixture(scope="module")
@@ -48,4 +48,4 @@ def test_readme_table_lists_every_case_with_its_exit_status():
     rows = [line.split(" | ") for line in block.splitlines()[2:]]
     assert [(r[0].removeprefix("| "), int(r[1])) for r in rows] == [
         (c.input, c.exit) for c in CASES
-    ], "run: python scripts/update_readme.py --bad-inputs"
+    ], "run: python -m tools.update_readme --bad-inputs"

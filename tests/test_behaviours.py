@@ -387,7 +387,7 @@ def test_skip_completed_false_really_runs_again(tiny_mnist, tmp_path):
 
 
 def test_data_dir_comes_before_the_os_mirrors(tmp_path):
-    from cnnlab.data.synthetic import write_mnist_like
+    from tests.support.synthetic import write_mnist_like
 
     data_dir, mirror = tmp_path / "data", tmp_path / "mirror"
     write_mnist_like(data_dir, "mnist", n_train=300, n_test=50)  # the user's copy
@@ -401,7 +401,7 @@ def test_data_dir_comes_before_the_os_mirrors(tmp_path):
 
 
 def test_the_os_mirror_is_used_when_data_dir_is_empty(tmp_path):
-    from cnnlab.data.synthetic import write_mnist_like
+    from tests.support.synthetic import write_mnist_like
 
     data_dir, mirror = tmp_path / "data", tmp_path / "mirror"
     data_dir.mkdir()
@@ -416,7 +416,7 @@ def test_the_os_mirror_is_used_when_data_dir_is_empty(tmp_path):
 def test_an_os_mirror_comes_before_the_download(tmp_path, monkeypatch):
     from cnnlab.data.sources import ensure_dataset
     from cnnlab.data.specs import get_spec
-    from cnnlab.data.synthetic import write_mnist_like
+    from tests.support.synthetic import write_mnist_like
 
     mirror = tmp_path / "mirror"
     write_mnist_like(None, "mnist", n_train=40, n_test=10, folder=mirror / "mnist")

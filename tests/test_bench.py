@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab.data.synthetic import write_mnist_like
-from cnnlab.dev.bench import Result, report
+from tests.support import CHECKOUT, subprocess_env
+from tests.support.synthetic import write_mnist_like
+from tools.bench import Result, report
 
 
 @pytest.mark.parametrize("variant", ["cnnlab", "torchvision"])
@@ -23,7 +24,7 @@ def test_one_measurement_in_a_fresh_process(variant, data_dir):
         [
             sys.executable,
             "-m",
-            "cnnlab.dev.bench",
+            "tools.bench",
             variant,
             "lenet",
             "mnist",
@@ -36,6 +37,8 @@ def test_one_measurement_in_a_fresh_process(variant, data_dir):
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=CHECKOUT,
+        env=subprocess_env(),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -73,7 +76,7 @@ def test_whole_epoch_runs_the_real_train_command_and_its_ratios_come_from_measur
     tmp_path, monkeypatch
 ):
     from cnnlab.data.specs import get_spec
-    from cnnlab.dev import runs
+    from tools import runs
 
     data = tmp_path / "data"
     write_mnist_like(data, "fashion_mnist", n_train=1200, n_test=300)
@@ -86,7 +89,7 @@ def test_whole_epoch_runs_the_real_train_command_and_its_ratios_come_from_measur
     runs.measure_whole_epochs(variants, 1, 2, repeats=1, scratch=scratch, log=lambda *_: None)
 
     # train.py itself, in processes of its own, with no callback or logger switched off
-    ours = [c for c in commands if c[1] == str(runs.PROJECT_ROOT / "train.py")]
+    ours = [c for c in commands if c[1] == str(runs.CHECKOUT / "train.py")]
     assert len(ours) == 2 and all(c[0] == sys.executable for c in ours)
     assert not any("callbacks" in arg or "logger" in arg for c in ours for arg in c)
     records = [json.loads(p.read_text()) for p in scratch.glob("*/run/metrics.json")]
@@ -96,7 +99,7 @@ def test_whole_epoch_runs_the_real_train_command_and_its_ratios_come_from_measur
     # the raw loop gets the memory format train.py's channels_last=auto chose for this run
     stored = torch.load(next(scratch.glob("*/run/checkpoints/last.ckpt")), weights_only=True)
     assert stored["hyper_parameters"]["channels_last"] is True
-    assert all("--channels-last" in c for c in commands if "cnnlab.dev.raw_loop" in c)
+    assert all("--channels-last" in c for c in commands if "tools.raw_loop" in c)
     train, raw = variants
     for r in records:  # the process wall time holds the run's own (and its imports)
         assert train.walls[r["epochs"]][0] > r["wall_time_s"] > 0
@@ -115,7 +118,7 @@ def test_whole_epoch_runs_the_real_train_command_and_its_ratios_come_from_measur
 
 
 def test_whole_epoch_table_pairs_each_repeat_and_takes_medians_of_epochs():
-    from cnnlab.dev.runs import Variant, whole_epoch_table
+    from tools.runs import Variant, whole_epoch_table
 
     def variant(name, lo, hi):
         return Variant(name, None, None, {1: lo, 4: hi}, [900.0] * 3, [0.88] * 3)
@@ -130,7 +133,7 @@ def test_whole_epoch_table_pairs_each_repeat_and_takes_medians_of_epochs():
 
 
 def test_startup_table_reports_what_the_runs_add_to_the_bare_imports():
-    from cnnlab.dev.runs import Startup, startup_table
+    from tools.runs import Startup, startup_table
 
     table = startup_table(Startup([5.0, 6.0, 5.5], [7.0, 6.0, 6.5], [5.2, 5.9, 5.8]))
     assert "| 5.50 | |" in table  # medians
@@ -141,7 +144,7 @@ def test_startup_table_reports_what_the_runs_add_to_the_bare_imports():
 
 
 def test_the_cost_rows_run_the_model_and_data_they_name():
-    from cnnlab.dev.runs import COSTS, train_cmd
+    from tools.runs import COSTS, train_cmd
 
     for axis, _, extra in COSTS:
         cmd = train_cmd(Path("d"), Path("r"), "trainer.max_epochs=1", *extra)

@@ -80,7 +80,7 @@ def test_cifar_images_are_read_channels_first(tiny_cifar):
 
 
 def test_mnist_size_split_is_held_once_as_uint8_and_shared_with_the_loader(tmp_path):
-    from cnnlab.data.synthetic import write_mnist_like
+    from tests.support.synthetic import write_mnist_like
 
     write_mnist_like(tmp_path, "mnist", n_train=60000, n_test=10000)
     dm = ImageDataModule("mnist", str(tmp_path), mirrors=[], download=False, num_workers=2)

@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 
 from cnnlab.config import PROJECT_ROOT
-from cnnlab.dev.docs import model_table, replace_block
+from tools.docs import model_table, replace_block
 
 
 def test_readme_model_table_is_current():
     readme = (PROJECT_ROOT / "README.md").read_text()
     assert replace_block(readme, "models", model_table()) == readme, (
-        "run: python scripts/update_readme.py"
+        "run: python -m tools.update_readme"
     )
 
 

@@ -18,9 +18,10 @@ from PIL import Image
 
 from cnnlab.config import CONFIG_DIR
 from cnnlab.data.specs import SPECS, get_spec
-from cnnlab.data.synthetic import write_synthetic
 from cnnlab.record import read_metrics
 from cnnlab.run import train
+from tests.support.formats import md5_overrides
+from tests.support.synthetic import write_synthetic
 
 from .conftest import make_cfg
 
@@ -57,7 +58,7 @@ def every_dataset(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     for name in SPECS:
         sums = write_synthetic(name, root / "data", n_train=300, n_test=100)
-        for obj, attr, value in get_spec(name).format.md5_overrides(sums):
+        for obj, attr, value in md5_overrides(get_spec(name).format, sums):
             patch.setattr(obj, attr, value)
     rng = np.random.default_rng(0)
     for k, cls in enumerate(("cat", "dog")):

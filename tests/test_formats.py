@@ -21,13 +21,14 @@ import torch
 
 from cnnlab.data import ImageDataModule
 from cnnlab.data import sources as sources_module
-from cnnlab.data.formats import md5sum, write_idx
+from cnnlab.data.formats import md5sum
 from cnnlab.data.sources import ensure_dataset
 from cnnlab.data.specs import SPECS, get_spec
-from cnnlab.data.synthetic import write_mnist_like, write_synthetic
 from cnnlab.errors import DataError
 from cnnlab.record import read_metrics
 from cnnlab.run import train as run_train
+from tests.support.formats import md5_overrides, write_idx
+from tests.support.synthetic import write_mnist_like, write_synthetic
 
 from .conftest import make_cfg, patch_md5
 
@@ -755,7 +756,7 @@ def test_svhn_md5_overrides_keep_torchvisions_sum_for_a_file_not_given():
     from torchvision.datasets import SVHN
 
     fmt = get_spec("svhn").format
-    ((target, attribute, lists),) = fmt.md5_overrides({"train_32x32.mat": "0" * 32})
+    ((target, attribute, lists),) = md5_overrides(fmt, {"train_32x32.mat": "0" * 32})
     assert (target, attribute) == (SVHN, "split_list")
     assert lists["train"][2] == "0" * 32
     assert lists["test"] == list(SVHN.split_list["test"])  # url, name, torchvision's md5
@@ -799,7 +800,7 @@ def test_a_verification_record_that_cannot_be_written_is_skipped(tiny_cifar, mon
 def test_synthetic_write_idx_gzips_only_when_asked_and_returns_the_file_written(tmp_path):
     import gzip
 
-    from cnnlab.data import synthetic
+    from tests.support import synthetic
 
     array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
     plain = synthetic.write_idx(tmp_path / "a-idx3-ubyte", array)
@@ -812,7 +813,7 @@ def test_synthetic_write_idx_gzips_only_when_asked_and_returns_the_file_written(
 
 
 def test_write_cifar_like_is_write_synthetic_of_cifar10_with_its_defaults(tmp_path):
-    from cnnlab.data.synthetic import write_cifar_like
+    from tests.support.synthetic import write_cifar_like
 
     sums = write_cifar_like(tmp_path / "a")
     assert sums == write_synthetic("cifar10", tmp_path / "b", n_train=500, n_test=200, seed=0)
@@ -932,7 +933,7 @@ def test_synthetic_writers_default_sizes_and_their_seed(tmp_path):
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 def test_every_synthetic_image_carries_its_class_bar_inside_the_frame(shape):
-    from cnnlab.data.synthetic import make_images
+    from tests.support.synthetic import make_images
 
     images, labels = make_images(400, shape, 10, seed=3)
     assert set(labels.tolist()) == set(range(10))

@@ -6,8 +6,7 @@ import json
 import subprocess
 import sys
 
-from cnnlab.config import PROJECT_ROOT
-from cnnlab.dev.mutation import outcome, read_scores, report
+from tools.mutation import outcome, read_scores, report
 
 from .conftest import subprocess_env
 
@@ -42,17 +41,17 @@ def test_score_is_killed_over_measured_per_module_and_in_total(tmp_path):
 
 
 def test_the_script_prints_the_table_or_says_there_is_nothing(tmp_path):
-    script = str(PROJECT_ROOT / "scripts" / "mutation_score.py")
+    script = ["-m", "tools.mutation_score"]
     _meta(tmp_path / "mutants", "compare", [1, 0])
     out = subprocess.run(
-        [sys.executable, script, str(tmp_path / "mutants")],
+        [sys.executable, *script, str(tmp_path / "mutants")],
         capture_output=True, text=True, env=subprocess_env(), timeout=60,
     )  # fmt: skip
     assert (
         out.returncode == 0 and "| src/cnnlab/compare.py | 1/2 | 1 | 0 | 0 | 50.0% |" in out.stdout
     )
     empty = subprocess.run(
-        [sys.executable, script, str(tmp_path / "none")],
+        [sys.executable, *script, str(tmp_path / "none")],
         capture_output=True, text=True, env=subprocess_env(), timeout=60,
     )  # fmt: skip
     assert empty.returncode == 2 and "No mutmut results" in empty.stderr

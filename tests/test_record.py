@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from cnnlab.cli import run_app
-from cnnlab.data.synthetic import write_mnist_like
 from cnnlab.errors import CnnlabError
 from cnnlab.record import LOCK_FILE
 from cnnlab.run import train
+from tests.support.synthetic import write_mnist_like
 
 from .conftest import QUICK, make_cfg, subprocess_env
 

@@ -10,8 +10,8 @@ import torch
 
 from cnnlab.callbacks import EMA
 from cnnlab.data.batch_augment import BatchMix
-from cnnlab.data.synthetic import write_mnist_like
 from cnnlab.errors import ConfigError
+from tests.support.synthetic import write_mnist_like
 
 from .conftest import QUICK, make_cfg, tiny_run
 
@@ -409,8 +409,8 @@ def test_switches_left_off_keep_the_fingerprint_of_runs_made_before_them(tmp_pat
 # -- test-time augmentation ----------------------------------------------------------------
 def test_flip_tta_tests_on_the_mean_of_both_passes(tmp_path, data_dir, monkeypatch):
     from cnnlab.checkpoint import load_classifier
-    from cnnlab.data.synthetic import write_synthetic
     from cnnlab.run import build, evaluate, train
+    from tests.support.synthetic import write_synthetic
 
     write_synthetic("fashion_mnist", data_dir, n_train=600, n_test=200)
     common = ("data=fashion_mnist", "data.val_size=100", "data.batch_size=50", "optimizer.lr=0.003")

@@ -16,9 +16,9 @@ import torch
 from cnnlab.checkpoint import load_checkpoint
 from cnnlab.compare import find_runs
 from cnnlab.config import PROJECT_ROOT
-from cnnlab.data.synthetic import write_mnist_like
 from cnnlab.errors import CheckpointError, TrainingDiverged
 from cnnlab.run import evaluate, train
+from tests.support.synthetic import write_mnist_like
 
 from .conftest import make_cfg
 

@@ -19,7 +19,6 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from cnnlab.config import compose_config
-from cnnlab.data.synthetic import write_mnist_like
 from cnnlab.errors import ConfigError
 from cnnlab.search import (
     distributions,
@@ -31,6 +30,7 @@ from cnnlab.search import (
     storage,
 )
 from tests.conftest import one_line_error, subprocess_env
+from tests.support.synthetic import write_mnist_like
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD_LR, BAD_LR = 0.003, 1e-6  # the bad region learns nothing in 3 epochs, without diverging

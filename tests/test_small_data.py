@@ -14,8 +14,8 @@ from PIL import Image
 
 from cnnlab.config import compose_config, create
 from cnnlab.data.folder import scan_folder
-from cnnlab.data.synthetic import write_mnist_like
 from cnnlab.weights import net_args
+from tests.support.synthetic import write_mnist_like
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = runpy.run_path(str(ROOT / "benchmarks" / "small_data.py"))

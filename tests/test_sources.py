@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from cnnlab.data.sources import ensure_dataset, get_spec
-from cnnlab.data.synthetic import write_cifar_like, write_mnist_like
 from cnnlab.errors import DataError
+from tests.support.synthetic import write_cifar_like, write_mnist_like
 
 from .conftest import patch_cifar_md5
 

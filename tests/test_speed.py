@@ -16,10 +16,10 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cnnlab.callbacks import BATCH_HOOKS, skip_inherited_batch_hooks
-from cnnlab.data.synthetic import write_mnist_like
 from cnnlab.errors import ConfigError
 from cnnlab.profiler import NoProfiler
 from cnnlab.run import build, cpu_threads, train
+from tests.support.synthetic import write_mnist_like
 
 from .conftest import QUICK, make_cfg, subprocess_env
 

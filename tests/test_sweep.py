@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from cnnlab.compare import find_runs, plot, table, to_csv, to_markdown
 from cnnlab.config import CONFIG_DIR, PROJECT_ROOT, compose_config
-from cnnlab.data.synthetic import write_mnist_like
+from tests.support.synthetic import write_mnist_like
 
 SWEEP = [
     "model.dropout=0,0.5,1.5",  # 1.5 is invalid: that job fails, the others must not care

@@ -15,8 +15,8 @@ import pytest
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
 from cnnlab.config import PROJECT_ROOT
-from cnnlab.data.synthetic import write_mnist_like
 from cnnlab.errors import ConfigError
+from tests.support.synthetic import write_mnist_like
 
 from .conftest import tiny_run
 

@@ -16,8 +16,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cnnlab.config import PROJECT_ROOT
-from cnnlab.data.synthetic import write_mnist_like
 from cnnlab.run import evaluate, train
+from tests.support.synthetic import write_mnist_like
 
 from .conftest import QUICK, make_cfg, tiny_run, write_noisy_mnist
 

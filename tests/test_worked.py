@@ -1,5 +1,5 @@
-"""The decks' worked numbers, computed by the layers the models use (cnnlab.worked), and the
-helpers the notebooks call (cnnlab.lab)."""
+"""The decks' worked numbers (notebooks/worked.py), computed by the layers the models use, and
+the helpers the notebooks call (cnnlab.lab)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ import torch
 from cnnlab import lab
 from cnnlab.config import PROJECT_ROOT
 from cnnlab.data.specs import get_spec
-from cnnlab.data.synthetic import trusted, write_cifar_like
 from cnnlab.errors import CnnlabError
 from cnnlab.viz.kernels import COURSE_KERNELS, convolve, pooled
-from cnnlab.worked import (
+from notebooks.worked import (
     EDGE_IMAGE,
     LAPLACIAN_PATCH,
     OUTPUT_VOLUMES,
@@ -24,6 +23,7 @@ from cnnlab.worked import (
     X_FILTER_5X5,
     conv_volume,
 )
+from tests.support.synthetic import trusted, write_cifar_like
 
 from .conftest import QUICK
 
@@ -68,7 +68,7 @@ def test_workdir_is_the_environment_s_folder_else_outputs(tmp_path, monkeypatch)
 
 
 def test_train_run_and_evaluate_run_are_train_py_and_eval_py(tmp_path):
-    from cnnlab.data.synthetic import write_mnist_like
+    from tests.support.synthetic import write_mnist_like
 
     data = tmp_path / "data"
     write_mnist_like(data, "mnist", n_train=300, n_test=100)
@@ -114,3 +114,33 @@ def test_the_four_notebooks_are_there():
         "03_mlp_vs_cnn_and_regularisation.ipynb",
         "04_vgg_resnet_cifar10_shaped.ipynb",
     ]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_every_module_a_notebook_imports_is_found_from_its_folder(path: Path):
+    """A notebook's kernel starts in notebooks/ (Jupyter and nbmake alike): what it imports
+    must be found from there, with this checkout's src/ and root on the path (notebook 4 puts
+    the root there itself), not only by a test that imports from the checkout root."""
+    import ast
+    import subprocess
+    import sys
+
+    from tests.support import subprocess_env
+
+    cells = json.loads(path.read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    tree = ast.parse(code)
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
+    # IPython comes with the kernel (the notebooks extra), which a test run need not have
+    modules = sorted(m for m in imported if m.split(".")[0] != "IPython")
+    check = (
+        "import importlib.util as u, sys; print([m for m in sys.argv[1:] if not u.find_spec(m)])"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", check, *modules],
+        capture_output=True, text=True, timeout=120, cwd=path.parent, env=subprocess_env(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]", f"{path.name} imports modules not found: {proc.stdout}"

@@ -1,10 +1,9 @@
-"""On-disk formats of the built-in datasets: their files, checks, readers and writers.
+"""On-disk formats of the built-in datasets: their files, checks and readers.
 
 A format knows, for the datasets stored that way: which files make a copy (read from
 torchvision's class attributes, so torchvision's md5 sums stay the one source of truth),
-how to check them, how to read a split into ``(uint8 images N x C x H x W, int64 labels)``,
-how to fetch them with torchvision's own download, and how to write a tiny synthetic copy
-(tests and benchmarks run the real readers on those). A new dataset in an existing format
+how to check them, how to read a split into ``(uint8 images N x C x H x W, int64 labels)``
+and how to fetch them with torchvision's own download. A new dataset in an existing format
 is one ``DatasetSpec`` entry; a new format is one class here.
 """
 
@@ -76,11 +75,6 @@ class Format(ABC):
         """md5 sums torchvision knows for the files in their stored (downloaded) form."""
 
     @abstractmethod
-    def md5_overrides(self, sums: dict[str, str]) -> list[tuple[Any, str, Any]]:
-        """``(object, attribute, value)`` settings making torchvision expect ``sums``:
-        how synthetic copies are trusted (tests, benchmarks). Nothing else should use it."""
-
-    @abstractmethod
     def check(self, folder: Path, spec: DatasetSpec) -> None:
         """Raise DataError naming the first file in ``folder`` that is not a sound copy."""
 
@@ -94,11 +88,6 @@ class Format(ABC):
 
     @abstractmethod
     def download_url(self) -> str: ...
-
-    @abstractmethod
-    def write(self, folder: Path, spec: DatasetSpec, splits: dict[bool, Split]) -> dict[str, str]:
-        """Write a synthetic copy of the files into the existing ``folder``; return each
-        file's md5."""
 
     def torchvision_dataset(self, data_dir: Path, train: bool, transform=None):
         """torchvision's per-sample dataset over the same files (the benchmark's baseline)."""
@@ -159,15 +148,6 @@ def read_idx(path: Path) -> np.ndarray:
     return np.fromfile(path, dtype=np.uint8, offset=offset).reshape(dims)
 
 
-def write_idx(path: Path, array: np.ndarray) -> Path:
-    """Write a uint8 array as an IDX file."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, _IDX_UBYTE, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(header + array.tobytes())
-    return path
-
-
 @dataclass(frozen=True)
 class Idx(Format):
     """MNIST's format: four IDX files (images and labels, train and t10k), gzipped upstream."""
@@ -181,12 +161,7 @@ class Idx(Format):
     def known_md5(self) -> dict[str, str]:
         return dict(self.tv_class.resources)
 
-    def md5_overrides(self, sums):
-        # IDX files are checked by their headers (the known sums are of the .gz downloads,
-        # and Debian's copies are recompressed), so synthetic ones need no sums trusted
-        return []
-
-    def _pair(self, train: bool) -> tuple[str, str]:
+    def split_files(self, train: bool) -> tuple[str, str]:
         prefix = "train" if train else "t10k"
         images = next(f for f in self.files if f.startswith(prefix) and "images" in f)
         labels = next(f for f in self.files if f.startswith(prefix) and "labels" in f)
@@ -194,7 +169,7 @@ class Idx(Format):
 
     def check(self, folder, spec):
         for train in (True, False):
-            images, labels = self._pair(train)
+            images, labels = self.split_files(train)
             n_images = check_idx(folder / images, spec.shape[1:])[0]
             n_labels = check_idx(folder / labels, ())[0]
             if n_images != n_labels:
@@ -204,7 +179,7 @@ class Idx(Format):
                 )
 
     def read(self, folder, spec, train):
-        images, labels = self._pair(train)
+        images, labels = self.split_files(train)
         x = torch.from_numpy(read_idx(folder / images)).unsqueeze(1)
         y = torch.from_numpy(read_idx(folder / labels).astype(np.int64))
         return x, check_labels(y, len(spec.classes), folder / labels)
@@ -215,13 +190,6 @@ class Idx(Format):
 
     def download_url(self):
         return self.tv_class.mirrors[0] + self.tv_class.resources[0][0]
-
-    def write(self, folder, spec, splits):
-        for train, (x, y) in splits.items():
-            images, labels = self._pair(train)
-            write_idx(folder / images, x[:, 0].numpy())
-            write_idx(folder / labels, y.numpy())
-        return {n: md5sum(folder / n) for n in self.files if (folder / n).exists()}
 
     def how_to_get(self, data_dir):
         gz = ", ".join(f"{f}.gz" for f in self.files)
@@ -247,14 +215,6 @@ class CifarBatches(Format):
         sums[self.tv_class.meta["filename"]] = self.tv_class.meta["md5"]
         return sums
 
-    def md5_overrides(self, sums):
-        c = self.tv_class
-        return [
-            (c, "train_list", [[n, sums[n]] for n, _ in c.train_list]),
-            (c, "test_list", [[n, sums[n]] for n, _ in c.test_list]),
-            (c, "meta", {**c.meta, "md5": sums[c.meta["filename"]]}),
-        ]
-
     def check(self, folder, spec):
         check_md5(self, folder, spec)
 
@@ -273,23 +233,6 @@ class CifarBatches(Format):
 
     def download_url(self):
         return self.tv_class.url
-
-    def write(self, folder, spec, splits):
-        for train, (x, y) in splits.items():
-            names = [n for n, _ in (self.tv_class.train_list if train else self.tv_class.test_list)]
-            # each image is C*H*W bytes: the red plane, then green, then blue
-            flat = x.reshape(len(x), -1).numpy()
-            for name, idx in zip(names, np.array_split(np.arange(len(x)), len(names)), strict=True):
-                entry = {
-                    "batch_label": name,
-                    "labels": [int(v) for v in y[idx]],
-                    "data": flat[idx],
-                    "filenames": [f"{i}.png" for i in idx],
-                }
-                (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
-        meta = {"label_names": list(spec.classes), "num_cases_per_batch": 10000, "num_vis": 3072}
-        (folder / self.tv_class.meta["filename"]).write_bytes(pickle.dumps(meta, protocol=2))
-        return {n: md5sum(folder / n) for n in self.files if (folder / n).exists()}
 
     def how_to_get(self, data_dir):
         return (
@@ -445,22 +388,15 @@ class SvhnMat(Format):
 
     splits: tuple[str, str] = ("train", "test")
 
-    def _name(self, train: bool) -> str:
+    def split_file(self, train: bool) -> str:
         return self.tv_class.split_list[self.splits[0 if train else 1]][1]
 
     @property
     def files(self):
-        return tuple(self._name(t) for t in (True, False))
+        return tuple(self.split_file(t) for t in (True, False))
 
     def known_md5(self):
         return {self.tv_class.split_list[s][1]: self.tv_class.split_list[s][2] for s in self.splits}
-
-    def md5_overrides(self, sums):
-        lists = {
-            k: [url, name, sums.get(name, md5)]
-            for k, (url, name, md5) in self.tv_class.split_list.items()
-        }
-        return [(self.tv_class, "split_list", lists)]
 
     def check(self, folder, spec):
         check_md5(self, folder, spec)
@@ -468,7 +404,7 @@ class SvhnMat(Format):
     def read(self, folder, spec, train):
         import scipy.io  # torchvision's SVHN reads it the same way
 
-        path = folder / self._name(train)
+        path = folder / self.split_file(train)
         try:
             # loadmat parses; it never unpickles or calls anything a file names. Only the two
             # arrays are read, and MATLAB objects, functions, structs and cells (object arrays
@@ -513,15 +449,6 @@ class SvhnMat(Format):
     def torchvision_dataset(self, data_dir, train, transform=None):
         split = self.splits[0 if train else 1]
         return self.tv_class(root=str(data_dir / self.folder), split=split, transform=transform)
-
-    def write(self, folder, spec, splits):
-        import scipy.io
-
-        for train, (x, y) in splits.items():
-            labels = torch.where(y == 0, 10, y).numpy().astype(np.uint8).reshape(-1, 1)
-            mat = {"X": np.ascontiguousarray(x.permute(2, 3, 1, 0).numpy()), "y": labels}
-            scipy.io.savemat(folder / self._name(train), mat)
-        return {n: md5sum(folder / n) for n in self.files if (folder / n).exists()}
 
     def how_to_get(self, data_dir):
         urls = " and ".join(self.tv_class.split_list[s][0] for s in self.splits)

@@ -1,7 +1,7 @@
 """The course decks' worked examples as inputs, for the layers the models use to compute.
 
-``notebooks/01_convolution_kernels_pooling.ipynb`` and ``tests/test_worked.py`` run these
-through ``cnnlab.viz.kernels`` (a real ``nn.Conv2d`` and the models' pooling layers) and
+``01_convolution_kernels_pooling.ipynb`` (beside this file) and ``tests/test_worked.py`` run
+these through ``cnnlab.viz.kernels`` (a real ``nn.Conv2d`` and the models' pooling layers) and
 check the numbers the decks print. The 6x6 edge image is the decks' own; the other inputs are
 small ones that give the decks' results (what matters is the arithmetic: the same layer
 computes every one of them).

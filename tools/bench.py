@@ -1,6 +1,6 @@
 """Training throughput and memory, measured side by side in one invocation.
 
-Each measurement runs in a fresh process (``python -m cnnlab.dev.bench VARIANT ...`` prints one
+Each measurement runs in a fresh process (``python -m tools.bench VARIANT ...`` prints one
 JSON line) so that peak memory is per variant and no variant warms the caches of another.
 ``run_benchmark`` alternates the variants over the repeats, so machine drift hits all alike.
 
@@ -31,6 +31,7 @@ from typing import Any
 import pytorch_lightning as pl
 
 from cnnlab.resources import peak_rss_mb
+from tools import CHECKOUT
 
 VARIANTS = ("raw", "cnnlab", "cnnlab_aug", "torchvision")
 MODELS = {"lenet": [], "vgg11": ["model.width=0.25"]}
@@ -60,7 +61,7 @@ def prepare_data(data: str, data_dir: Path) -> tuple[Path, bool]:
     marker = synthetic / f".{data}-written"
     if not marker.exists():
         from cnnlab.data.specs import get_spec
-        from cnnlab.data.synthetic import write_synthetic
+        from tests.support.synthetic import write_synthetic
 
         spec = get_spec(data)
         sums = write_synthetic(data, synthetic, spec.train_size, spec.test_size)
@@ -75,8 +76,10 @@ def _trust_synthetic(data: str, data_dir: Path) -> None:
     if not sums_file.exists():
         return
     from cnnlab.data.specs import get_spec
+    from tests.support.formats import md5_overrides
 
-    for obj, attr, value in get_spec(data).format.md5_overrides(json.loads(sums_file.read_text())):
+    sums = json.loads(sums_file.read_text())
+    for obj, attr, value in md5_overrides(get_spec(data).format, sums):
         setattr(obj, attr, value)
 
 
@@ -135,7 +138,7 @@ def measure(
             f"trainer.limit_train_batches={total}",
             "trainer.limit_val_batches=2",
             "test=false",
-            "+callbacks.timer._target_=cnnlab.dev.bench.StepTimer",
+            "+callbacks.timer._target_=tools.bench.StepTimer",
             f"+callbacks.timer.warmup={warmup}",
             f"+callbacks.timer.total={total}",
             f"+callbacks.timer.path={timing}",
@@ -265,7 +268,7 @@ def run_benchmark(
                 cmd = [
                     sys.executable,
                     "-m",
-                    "cnnlab.dev.bench",
+                    "tools.bench",
                     variant,
                     model,
                     data,
@@ -280,6 +283,7 @@ def run_benchmark(
                     capture_output=True,
                     text=True,
                     env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                    cwd=CHECKOUT,  # where tools/ is importable from
                 )
                 if proc.returncode != 0:
                     raise RuntimeError(f"{variant}/{model} failed:\n{proc.stderr[-3000:]}")

@@ -4,7 +4,7 @@ Each case is a real command line (``train.py``, ``eval.py``, a script) in a fres
 against real files made here: tiny MNIST-format data, a trained checkpoint and broken
 copies of them. What is recorded is what the user sees: the exit status, the first line
 printed, and whether every file that existed before the command is still there unchanged
-("nothing lost"). ``python scripts/update_readme.py`` writes the table into the README;
+("nothing lost"). ``python -m tools.update_readme`` writes the table into the README;
 ``tests/test_bad_values.py`` checks every case against its expected line.
 """
 
@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab.config import PROJECT_ROOT
-from cnnlab.dev import subprocess_env
+from tests.support import CHECKOUT, subprocess_env
 
 TRAIN = (
     "train.py",
@@ -208,7 +207,7 @@ class Workspace:
 
     @cached_property
     def data(self) -> Path:
-        from cnnlab.data.synthetic import write_mnist_like
+        from tests.support.synthetic import write_mnist_like
 
         write_mnist_like(self.root / "data", "mnist", n_train=600, n_test=200)
         return self.root / "data"
@@ -306,14 +305,14 @@ class Workspace:
         return self.root / "a_file"
 
     def _data_copy(self, name: str) -> Path:
-        from cnnlab.data.synthetic import write_mnist_like
+        from tests.support.synthetic import write_mnist_like
 
         write_mnist_like(self.root / name, "mnist", n_train=600, n_test=200)
         return self.root / name
 
     @cached_property
     def wrong_shape(self) -> Path:
-        from cnnlab.data.synthetic import write_idx
+        from tests.support.synthetic import write_idx
 
         folder = self._data_copy("wrong_shape")
         images = np.zeros((200, 14, 56), np.uint8)  # the same bytes as 200 28x28 images
@@ -322,7 +321,7 @@ class Workspace:
 
     @cached_property
     def bad_labels(self) -> Path:
-        from cnnlab.data.synthetic import write_idx
+        from tests.support.synthetic import write_idx
 
         folder = self._data_copy("bad_labels")
         labels = np.arange(600, dtype=np.uint8) % 10
@@ -339,7 +338,7 @@ class Workspace:
 
     @cached_property
     def cifar(self) -> Path:
-        from cnnlab.data.synthetic import write_cifar_like
+        from tests.support.synthetic import write_cifar_like
 
         write_cifar_like(self.root / "cifar", n_train=500, n_test=200)  # not the official md5
         return self.root / "cifar"
@@ -353,7 +352,7 @@ class Workspace:
 
         from cnnlab.data.formats import CifarUnpickler
         from cnnlab.data.specs import get_spec
-        from cnnlab.data.synthetic import write_cifar_like
+        from tests.support.synthetic import write_cifar_like
 
         write_cifar_like(self.root / "crafted_cifar", n_train=50, n_test=20)
         spec = get_spec("cifar10")
@@ -449,7 +448,7 @@ def _run(
     args = [a.format_map(ws) for a in argv]
     extra = {k: v.format_map(ws) for k, v in env}
     return subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / args[0]), *args[1:]],
+        [sys.executable, str(CHECKOUT / args[0]), *args[1:]],
         capture_output=True, text=True, timeout=300, cwd=ws.root, env=subprocess_env(**extra),
     )  # fmt: skip
 

@@ -9,6 +9,7 @@ from cnnlab.config import CONFIG_DIR, compose_config
 from cnnlab.data.specs import SPECS
 from cnnlab.models import count_params, model_title
 from cnnlab.run import build
+from tools import CHECKOUT
 
 
 def _dataset_columns() -> dict[str, list[str]]:
@@ -56,10 +57,10 @@ def replace_block(text: str, name: str, body: str) -> str:
 
 
 def bad_inputs_table(root: Path) -> str:
-    """Markdown: every case of ``cnnlab.dev.bad_inputs`` run for real (minutes), in ``root``."""
+    """Markdown: every case of ``tests.support.bad_inputs`` run for real (minutes), in ``root``."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from cnnlab.dev.bad_inputs import CASES, Workspace, run_case, table
+    from tests.support.bad_inputs import CASES, Workspace, run_case, table
 
     ws = Workspace(root)
     ws.prepare()
@@ -67,7 +68,7 @@ def bad_inputs_table(root: Path) -> str:
         return table(list(pool.map(lambda case: run_case(case, ws), CASES)))
 
 
-def update_readme(path: Path = CONFIG_DIR.parent / "README.md", bad_inputs: bool = False) -> bool:
+def update_readme(path: Path = CHECKOUT / "README.md", bad_inputs: bool = False) -> bool:
     """Regenerate the README's generated blocks (the bad-input table too when asked: it runs
     every case); return whether anything changed."""
     text = path.read_text()

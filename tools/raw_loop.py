@@ -1,6 +1,6 @@
 """The baselines ``make bench`` holds ``train.py`` against: bare PyTorch loops, nothing else.
 
-    python -m cnnlab.dev.raw_loop FOLDER EPOCHS [--pipeline tensor|torchvision] [--workers W]
+    python -m tools.raw_loop FOLDER EPOCHS [--pipeline tensor|torchvision] [--workers W]
                                                 [--val N] [--channels-last]
 
 Both train cnnlab's LeNet-5 on Fashion-MNIST-shaped IDX files in ``FOLDER`` (torchvision's

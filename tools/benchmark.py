@@ -1,4 +1,4 @@
-"""Speed and memory as users feel them: ``python scripts/benchmark.py`` (also ``make bench``).
+"""Speed and memory as users feel them: ``python -m tools.benchmark`` (also ``make bench``).
 
 Three tables, each measured side by side in one invocation, variants alternating, medians:
   1. a whole epoch of the real ``train.py`` command (its defaults: validation, diagnostics,
@@ -15,10 +15,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cnnlab.config import PROJECT_ROOT
 from cnnlab.data.specs import SPECS, get_spec
-from cnnlab.dev.bench import MODELS, VARIANTS, prepare_data, report, run_benchmark
-from cnnlab.dev.runs import (
+from tools import CHECKOUT
+from tools.bench import MODELS, VARIANTS, prepare_data, report, run_benchmark
+from tools.runs import (
     cost_table,
     measure_costs,
     measure_startup,
@@ -37,7 +37,7 @@ def main() -> int:
         help="whole epoch = (T(HI) - T(LO)) / (HI - LO) of the same command",
     )  # fmt: skip
     parser.add_argument("--workers", type=int, default=2, help="per-sample pipelines' workers")
-    parser.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / "data")
+    parser.add_argument("--data-dir", type=Path, default=CHECKOUT / "data")
     parser.add_argument(
         "--tables", nargs="+", default=["epoch", "startup", "steps"],
         choices=["epoch", "startup", "steps", "cost"],

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from cnnlab.data.formats import read_idx
-from cnnlab.data.formats import write_idx as _write_idx
 from cnnlab.data.specs import get_spec
+from tests.support.formats import md5_overrides, write_files
+from tests.support.formats import write_idx as _write_idx
 
 
 def write_idx(path: str | Path, array: np.ndarray, compress: bool = False) -> Path:
@@ -64,7 +65,7 @@ def write_synthetic(
 ) -> dict[str, str]:
     """Dataset ``name``'s files with synthetic images, in torchvision's layout under
     ``data_dir`` (or in ``folder`` if given); returns each file's md5 (checksummed formats
-    need them trusted: ``spec.format.md5_overrides``)."""
+    need them trusted: ``tests.support.formats.md5_overrides``)."""
     spec = get_spec(name)
     out = Path(folder) if folder is not None else spec.target_dir(data_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,7 +76,7 @@ def write_synthetic(
             torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
             torch.from_numpy(labels.astype(np.int64)),
         )
-    return spec.format.write(out, spec, splits)
+    return write_files(spec.format, out, spec, splits)
 
 
 def write_mnist_like(
@@ -112,7 +113,7 @@ def trusted(name: str, sums: dict[str, str]) -> Iterator[None]:
     For the notebooks and benchmarks that run on synthetic CIFAR-10 or SVHN files: the
     official sums stay in force everywhere else (tests use pytest's monkeypatch instead).
     """
-    settings = get_spec(name).format.md5_overrides(sums)
+    settings = md5_overrides(get_spec(name).format, sums)
     saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in settings]
     try:
         for obj, attr, value in settings:

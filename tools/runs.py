@@ -10,7 +10,7 @@ data loading, testing and final figures cancel and what remains is an epoch as t
 lives it: training, validation, per-epoch diagnostics, checkpoints, logging, progress bar.
 
   train.py     ``python train.py model=lenet data=fashion_mnist`` with its defaults
-  raw loop     ``cnnlab.dev.raw_loop``: the same epochs in a bare PyTorch loop
+  raw loop     ``tools.raw_loop``: the same epochs in a bare PyTorch loop
   torchvision  the same with torchvision's per-sample pipeline and a DataLoader
 
 Start-up: a trivial run (one batch of train, validation and test) against ``python -c
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from cnnlab.config import PROJECT_ROOT
+from tools import CHECKOUT
 
 PYTHON = sys.executable
 BARE_IMPORTS = "import torch, pytorch_lightning"
@@ -65,7 +65,7 @@ with open(sys.argv[1], "w") as f:
 """
 
 
-def run_timed(cmd: list[str], cwd: Path = PROJECT_ROOT) -> Timed:
+def run_timed(cmd: list[str], cwd: Path = CHECKOUT) -> Timed:
     """Run ``cmd`` to completion: its wall time from spawn to exit and its own peak RSS."""
     with tempfile.TemporaryDirectory() as tmp:
         report, out, err = (Path(tmp) / n for n in ("report.json", "stdout", "stderr"))
@@ -89,7 +89,7 @@ def train_cmd(data_dir: Path, run_dir: Path, *overrides: str) -> list[str]:
     flags = [o for o in overrides if o.startswith("-")]  # -m: before the overrides
     return [
         PYTHON,
-        str(PROJECT_ROOT / "train.py"),
+        str(CHECKOUT / "train.py"),
         *flags,
         *(f"{group}={name}" for group, name in DEFAULTS.items() if group not in chosen),
         f"paths.data_dir={data_dir}",
@@ -104,7 +104,7 @@ def raw_cmd(folder: Path, epochs: int, val: int, pipeline: str, workers: int) ->
     return [
         PYTHON,
         "-m",
-        "cnnlab.dev.raw_loop",
+        "tools.raw_loop",
         str(folder),
         str(epochs),
         f"--pipeline={pipeline}",
@@ -242,7 +242,7 @@ def measure_startup(data_dir: Path, repeats: int, scratch: Path, log=print) -> S
             "trainer.limit_train_batches=1",
             "trainer.limit_val_batches=1",
             "trainer.limit_test_batches=1",
-            "+callbacks.first_step._target_=cnnlab.dev.runs.FirstStep",
+            "+callbacks.first_step._target_=tools.runs.FirstStep",
             f"+callbacks.first_step.path={stamp}",
         )
         runs = [bare, run_timed(cmd)] if r % 2 else [run_timed(cmd), bare]
@@ -290,7 +290,7 @@ COSTS: list[tuple[str, str, list[str]]] = [
 def synthetic_cmd(data: str, data_dir: Path, argv: list[str]) -> list[str]:
     """train.py with argv, in a process that first trusts synthetic files' md5 sums (the
     official sums cannot match them; see ``bench.prepare_data``)."""
-    return [PYTHON, "-m", "cnnlab.dev.runs", data, str(data_dir), *argv]
+    return [PYTHON, "-m", "tools.runs", data, str(data_dir), *argv]
 
 
 def measure_costs(
@@ -331,7 +331,7 @@ def cost_table(rows: list[tuple[str, str, str, float]]) -> str:
 def _run_trusting_synthetic(data: str, data_dir: str, argv: list[str]) -> None:
     import runpy
 
-    from cnnlab.dev.bench import _trust_synthetic
+    from tools.bench import _trust_synthetic
 
     _trust_synthetic(data, Path(data_dir))
     sys.argv = argv

@@ -1,4 +1,4 @@
-"""Mutation score per module from mutmut's results: ``python scripts/mutation_score.py [mutants]``.
+"""Mutation score per module from mutmut's results: ``python -m tools.mutation_score [mutants]``.
 
 ``--survivors`` lists the mutants that survived (see them with ``mutmut show NAME``).
 ``make mutation`` runs mutmut and then this.
@@ -6,11 +6,8 @@
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from cnnlab.dev.mutation import read_scores, report  # noqa: E402
+from tools.mutation import read_scores, report
 
 
 def main() -> int:
