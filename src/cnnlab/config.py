@@ -17,8 +17,23 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnlab.errors import CnnlabError, ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = PROJECT_ROOT / "conf"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The YAML configs are package data, so an installed cnnlab has them too. In a checkout the
+# top-level conf/ (where train.py's config_path points and users edit) is a symlink to this
+# folder: one copy of each file, shipped as it is edited.
+CONFIG_DIR = PACKAGE_DIR / "conf"
+
+
+def _project_root() -> Path:
+    """Where outputs/ and data/ go: the checkout this package sits in (src/cnnlab, beside
+    pyproject.toml), else $CNNLAB_ROOT or the current directory, never site-packages."""
+    checkout = PACKAGE_DIR.parents[1]
+    if PACKAGE_DIR.parent.name == "src" and (checkout / "pyproject.toml").is_file():
+        return checkout
+    return Path(os.environ.get("CNNLAB_ROOT") or os.getcwd()).resolve()
+
+
+PROJECT_ROOT = _project_root()
 # trainer.profiler's values: Lightning's names for its profilers -> their classes there
 PROFILERS = {
     "simple": "SimpleProfiler",
@@ -27,7 +42,8 @@ PROFILERS = {
 }
 
 # conf/paths/default.yaml anchors outputs/ and data/ at the project, not at the current
-# directory, so `python ../train.py` from anywhere writes to the same place.
+# directory, so `python ../train.py` from anywhere writes to the same place (and an installed
+# cnnlab, whose project is the current directory, keeps it when a run changes directory).
 os.environ.setdefault("CNNLAB_ROOT", str(PROJECT_ROOT))
 
 
