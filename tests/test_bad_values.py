@@ -1,8 +1,8 @@
-"""Every bad input gets one clear line before any heavy work, and nothing is lost (issue 11).
+"""Every bad input gets one clear line before any heavy work, and nothing is lost.
 
 The cases live in ``tests.support.bad_inputs`` (a table: a new bad input is one row); each runs
-as the real command line in its own process, against real files. The README's table is
-generated from the same rows (``python -m tools.update_readme --bad-inputs``).
+as the real command line in its own process, against real files. The table in
+docs/TROUBLESHOOTING.md is generated from the same rows (``python -m tools.update_readme --bad-inputs``).
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ def test_bad_input_gets_its_line_and_loses_nothing(case, outcomes):
     assert o.nothing_lost, f"{case.input}: a file that existed before was changed or removed"
 
 
-def test_readme_table_lists_every_case_with_its_exit_status():
-    readme = (PROJECT_ROOT / "README.md").read_text()
+def test_troubleshooting_table_lists_every_case_with_its_exit_status():
+    readme = (PROJECT_ROOT / "docs" / "TROUBLESHOOTING.md").read_text()
     block = readme.split("<!-- bad_inputs:start -->\n")[1].split("<!-- bad_inputs:end -->")[0]
     rows = [line.split(" | ") for line in block.splitlines()[2:]]
     assert [(r[0].removeprefix("| "), int(r[1])) for r in rows] == [

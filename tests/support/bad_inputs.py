@@ -1,10 +1,10 @@
-"""Bad inputs as a user types them, run for real: the README's table and the test read this.
+"""Bad inputs as a user types them, run for real: the table of docs/TROUBLESHOOTING.md and the test read this.
 
 Each case is a real command line (``train.py``, ``eval.py``, a script) in a fresh process,
 against real files made here: tiny MNIST-format data, a trained checkpoint and broken
 copies of them. What is recorded is what the user sees: the exit status, the first line
 printed, and whether every file that existed before the command is still there unchanged
-("nothing lost"). ``python -m tools.update_readme`` writes the table into the README;
+("nothing lost"). ``python -m tools.update_readme --bad-inputs`` writes the table into docs/TROUBLESHOOTING.md;
 ``tests/test_bad_values.py`` checks every case against its expected line.
 """
 
