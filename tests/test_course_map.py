@@ -156,3 +156,36 @@ def test_every_deck_topic_is_on_the_spanish_map_in_the_decks_terms():
 def test_the_readme_links_the_course_maps():
     readme = (PROJECT_ROOT / "README.md").read_text()
     assert "](docs/COURSE.md)" in readme and "](docs/CURSO.md)" in readme
+
+
+# words of everyday Spanish prose that English text does not use
+SPANISH_WORDS = {
+    "que",
+    "los",
+    "las",
+    "una",
+    "con",
+    "para",
+    "del",
+    "cada",
+    "la",
+    "el",
+    "de",
+    "y",
+    "se",
+}
+
+
+@pytest.mark.parametrize("notebook", sorted((PROJECT_ROOT / "notebooks").glob("*.ipynb")), ids=str)
+def test_every_notebook_explains_each_step_in_english_and_spanish(notebook):
+    import json
+
+    cells = [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "markdown"]
+    assert len(cells) >= 5
+    for cell in cells:
+        text = "".join(cell["source"])
+        english, sep, spanish = text.partition("> **ES** · ")
+        assert sep, f"{notebook.name}: a markdown cell without its Spanish part:\n{text[:200]}"
+        words = set(spanish.lower().replace(">", " ").split())
+        assert len(words & SPANISH_WORDS) >= 2, f"{notebook.name}: not Spanish: {spanish[:200]}"
+        assert len(spanish) > 0.3 * len(english), f"{notebook.name}: a token translation"

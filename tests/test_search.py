@@ -60,6 +60,28 @@ def test_space_leaves_become_optuna_distributions():
     ]
 
 
+def test_a_trial_trains_its_sample_and_in_mlflow_is_a_child_of_the_search(tmp_path):
+    from types import SimpleNamespace
+
+    from cnnlab.search import from_config, trial_config
+
+    def cfg_of(logger: str):
+        overrides = [f"dir={tmp_path / 'my_search'}", f'search.train=["{logger}"]']
+        search = from_config(
+            OmegaConf.to_container(compose_config("search", overrides), resolve=True)
+        )
+        trial = SimpleNamespace(number=7, params={"optimizer.lr": 0.02, "model.dropout": 0.25})
+        return trial_config(search, trial)
+
+    cfg = cfg_of("logger=mlflow")
+    assert (cfg.optimizer.lr, cfg.model.dropout, cfg.test) == (0.02, 0.25, False)
+    assert cfg.paths.output_dir == str(tmp_path / "my_search" / "trial_007")
+    assert cfg.logger.mlflow.parent_dir == str((tmp_path / "my_search").resolve())
+    both = cfg_of("logger=[tensorboard,mlflow]")
+    assert both.logger.mlflow.parent_dir == str((tmp_path / "my_search").resolve())
+    assert "mlflow" not in cfg_of("logger=tensorboard").logger  # nothing added elsewhere
+
+
 @pytest.mark.parametrize(
     ("leaf", "words"),
     [

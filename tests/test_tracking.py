@@ -126,6 +126,21 @@ def test_the_jobs_of_one_sweep_share_one_parent_run(tracked, tmp_path, monkeypat
     assert client.get_run(other).data.tags["cnnlab.sweep_dir"] == str(tmp_path / "sweep2")
 
 
+def test_the_trials_of_one_search_share_one_parent_run_named_by_its_folder(tracked, tmp_path):
+    from cnnlab import loggers
+
+    db = tracked[0] / "outputs" / "mlflow.db"
+
+    def trial(i: int, search: str) -> str:
+        made = loggers.mlflow(str(db), str(tmp_path / "a"), "search", f"trial_{i:03d}",
+                              parent_dir=str(tmp_path / search))  # fmt: skip
+        return made.tags["mlflow.parentRunId"]
+
+    first, second, other = trial(0, "my_search"), trial(1, "my_search"), trial(0, "other")
+    assert first == second != other
+    assert _client(db.parent).get_run(first).info.run_name == "my_search"
+
+
 @pytest.mark.slow
 def test_a_sweep_is_one_parent_run_with_its_jobs_as_children(tmp_path):
     """A real multirun (`train.py -m seed=0,1 logger=mlflow`), one epoch of two batches each."""

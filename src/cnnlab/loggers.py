@@ -4,7 +4,8 @@ TensorBoard writes its events into the run folder itself, so that TensorBoard na
 by its folder (``train/runs/<time>``, ``train/multiruns/<time>/seed=0``) and not all of them
 ``tensorboard``. MLflow keeps runs in one SQLite file (``outputs/mlflow.db``, no server): the
 run's parameters, per-epoch metrics, the test confusion matrix and the best checkpoint; the jobs
-of a sweep (``-m``) are children of one parent run named by the sweep's folder.
+of a sweep (``-m``), and the trials of a search, are children of one parent run named by the
+sweep's (or the search's) folder.
 """
 
 from __future__ import annotations
@@ -54,8 +55,13 @@ def _sweep_dir() -> Path | None:
     return Path(HydraConfig.get().sweep.dir).resolve()
 
 
-def mlflow(db: str, artifacts: str, experiment: str, output_dir: str) -> MLFlowLogger:
+def mlflow(
+    db: str, artifacts: str, experiment: str, output_dir: str, parent_dir: str | None = None
+) -> MLFlowLogger:
     """An MLFlowLogger on the SQLite file ``db``, artefacts under the folder ``artifacts``.
+
+    The run is a child of the parent run of ``parent_dir`` (a search's folder), or else of
+    the sweep this job belongs to; outside both it has no parent.
 
     The experiment (and a sweep's parent run) are made under a file lock: the jobs of a
     parallel sweep start together and must neither migrate a new database twice nor make two
@@ -80,16 +86,17 @@ def mlflow(db: str, artifacts: str, experiment: str, output_dir: str) -> MLFlowL
             experiment_id = client.create_experiment(experiment, artifact_location=location)
         else:
             experiment_id = found.experiment_id
-        sweep = _sweep_dir()
-        if sweep is not None:
-            tags[PARENT_TAG] = _parent_run(client, experiment_id, sweep)
+        group = Path(parent_dir).resolve() if parent_dir else _sweep_dir()
+        if group is not None:
+            tags[PARENT_TAG] = _parent_run(client, experiment_id, group)
     return MLFlowLogger(
         experiment_name=experiment, run_name=run_name(output_dir), tracking_uri=uri, tags=tags
     )
 
 
 def _parent_run(client, experiment_id: str, sweep: Path) -> str:
-    """The id of the sweep's parent run: the one tagged with its folder, else a new one."""
+    """The id of the parent run of the folder ``sweep`` (a sweep's or a search's): the one
+    tagged with that folder, else a new one."""
     # compared here rather than in a filter string: a folder's name may hold any character
     for run in client.search_runs([experiment_id], f"tags.`{SWEEP_DIR_TAG}` != ''"):
         if run.data.tags.get(SWEEP_DIR_TAG) == str(sweep):

@@ -299,19 +299,32 @@ def trial_dir(search: Search, number: int) -> Path:
     return Path(search.dir) / f"trial_{number:03d}"
 
 
-def run_trial(search: Search, trial: Any) -> tuple[float | None, bool]:
-    """Train one trial; its value (the best reported metric) and whether it was pruned."""
-    from cnnlab.config import compose_config
-    from cnnlab.record import read_metrics, write_metrics
-    from cnnlab.run import train
+def trial_config(search: Search, trial: Any) -> Any:
+    """The train config of one trial: the search's overrides, then the trial's parameters. In
+    MLflow (``logger=mlflow``) the trials are children of one parent run, the search's folder."""
+    from omegaconf import open_dict
 
-    out = trial_dir(search, trial.number)
+    from cnnlab.config import compose_config
+
     extra = [f"threads={search.threads}"] if search.threads else []
     cfg = compose_config(
         "train",
         [*search.train, *overrides_of(trial.params), "test=false", *extra],
-        output_dir=out,
+        output_dir=trial_dir(search, trial.number),
     )
+    if "mlflow" in (cfg.get("logger") or {}):
+        with open_dict(cfg):
+            cfg.logger.mlflow.parent_dir = str(Path(search.dir).resolve())
+    return cfg
+
+
+def run_trial(search: Search, trial: Any) -> tuple[float | None, bool]:
+    """Train one trial; its value (the best reported metric) and whether it was pruned."""
+    from cnnlab.record import read_metrics, write_metrics
+    from cnnlab.run import train
+
+    out = trial_dir(search, trial.number)
+    cfg = trial_config(search, trial)
     pruning = Pruning(trial, search.metric)
     train(cfg, callbacks=[pruning])
     if pruning.pruned_at is not None:  # the run record says so too (compare_runs shows it)
