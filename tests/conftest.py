@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cnnlab.config import compose_config
@@ -19,6 +21,17 @@ from cnnlab.data.synthetic import make_images, write_cifar_like, write_mnist_lik
 from cnnlab.dev import subprocess_env  # noqa: F401  (tests import it from here)
 
 FASHION_MIRROR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (make test: one worker per core), each worker's torch gets its share
+    of the cores, and so do the scripts it starts: torch's default of a thread per core in every
+    worker has the threads of one worker wait on those of the other."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        share = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(share)
+        os.environ["OMP_NUM_THREADS"] = str(share)  # inherited by subprocess_env()
 
 
 @pytest.fixture(autouse=True, scope="session")
