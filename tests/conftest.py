@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab.config import compose_config
+from cnnlab.cli import script
+from cnnlab.config import PROJECT_ROOT, compose_config
 from cnnlab.data.formats import CACHE_DIR_ENV, write_idx
 from cnnlab.data.sources import ensure_dataset
 from cnnlab.data.specs import get_spec
@@ -139,6 +144,36 @@ def fashion_dir(tmp_path_factory) -> Path:
     data_dir = tmp_path_factory.mktemp("fashion")
     ensure_dataset("fashion_mnist", data_dir, mirrors=[str(FASHION_MIRROR.parent)], download=False)
     return data_dir
+
+
+def script_main(name: str):
+    """A script's ``main(argv)`` (``name``: its path under the project, ``scripts/x.py``),
+    loaded from its file as ``python scripts/x.py`` runs it."""
+    path = PROJECT_ROOT / name
+    spec = importlib.util.spec_from_file_location(f"_script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def run_script(name: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python NAME ARGS...`` without a new interpreter (seconds of torch start-up each): the
+    script's ``main`` through the same ``cnnlab.cli.script`` wrapper, its exit status, stdout
+    and stderr. For what only a process shows (imports, signals, Hydra), start one."""
+    out, err = io.StringIO(), io.StringIO()
+    argv = [str(PROJECT_ROOT / name), *args]
+    with (
+        contextlib.chdir(cwd or Path.cwd()),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        patch.setattr(sys, "argv", argv)
+        try:
+            script(script_main(name))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 def one_line_error(proc: subprocess.CompletedProcess, pattern: str) -> None:

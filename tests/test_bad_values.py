@@ -13,7 +13,6 @@ case's line and lose nothing. ``make test-full`` runs every case as a process.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,6 +21,8 @@ import pytest
 from cnnlab.config import PROJECT_ROOT, compose_config, validate
 from cnnlab.dev.bad_inputs import CASES, Workspace, _files, run_case
 from cnnlab.errors import CnnlabError
+
+from .conftest import script_main
 
 
 @pytest.fixture(scope="module")
@@ -66,20 +67,11 @@ def _process_only(case) -> str | None:
     return None
 
 
-def _script_main(name: str):
-    """A script's ``main(argv)``, loaded from its file as ``python scripts/NAME.py`` runs it."""
-    path = PROJECT_ROOT / name
-    spec = importlib.util.spec_from_file_location(f"_bad_input_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 def _call(argv: list[str], ws: Workspace) -> None:
     """What ``python ARGV...`` does once its process has started: the entry point's function."""
     entry, args = argv[0], argv[1:]
     if entry not in ("train.py", "eval.py"):
-        _script_main(entry)(args)
+        script_main(entry)(args)
         return
     out = next((a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")), ws["fresh"])
     overrides = [a for a in args if not a.startswith("hydra.")]
