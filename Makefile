@@ -46,8 +46,10 @@ data: $(STAMP)  ## fetch and verify datasets ahead of time (DATASETS="mnist cifa
 train: $(STAMP)  ## train LeNet-5 on Fashion-MNIST (works offline)
 	$(BIN)/python train.py experiment=lenet_fashion $(ARGS)
 
+# One pytest worker per core (pytest-xdist); --dist loadscope keeps each test file on one worker,
+# so a file's shared fixtures (a trained run, the bad-input workspace) are made once.
 test: $(STAMP)  ## the fast test suite (what CI runs)
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q -n auto --dist loadscope
 
 test-full: $(STAMP) browser  ## every test, including long trainings, the browser test and the notebooks
 	$(BIN)/python -m pytest -q

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from cnnlab.config import compose_config
+from cnnlab.cli import script
+from cnnlab.config import PROJECT_ROOT, compose_config
 from cnnlab.data.formats import CACHE_DIR_ENV
 from cnnlab.data.sources import ensure_dataset
 from cnnlab.data.specs import get_spec
@@ -20,6 +27,17 @@ from tests.support.formats import md5_overrides, write_idx
 from tests.support.synthetic import make_images, write_cifar_like, write_mnist_like, write_synthetic
 
 FASHION_MIRROR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (make test: one worker per core), each worker's torch gets its share
+    of the cores, and so do the scripts it starts: torch's default of a thread per core in every
+    worker has the threads of one worker wait on those of the other."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        share = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(share)
+        os.environ["OMP_NUM_THREADS"] = str(share)  # inherited by subprocess_env()
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -127,6 +145,36 @@ def fashion_dir(tmp_path_factory) -> Path:
     data_dir = tmp_path_factory.mktemp("fashion")
     ensure_dataset("fashion_mnist", data_dir, mirrors=[str(FASHION_MIRROR.parent)], download=False)
     return data_dir
+
+
+def script_main(name: str):
+    """A script's ``main(argv)`` (``name``: its path under the project, ``scripts/x.py``),
+    loaded from its file as ``python scripts/x.py`` runs it."""
+    path = PROJECT_ROOT / name
+    spec = importlib.util.spec_from_file_location(f"_script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def run_script(name: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python NAME ARGS...`` without a new interpreter (seconds of torch start-up each): the
+    script's ``main`` through the same ``cnnlab.cli.script`` wrapper, its exit status, stdout
+    and stderr. For what only a process shows (imports, signals, Hydra), start one."""
+    out, err = io.StringIO(), io.StringIO()
+    argv = [str(PROJECT_ROOT / name), *args]
+    with (
+        contextlib.chdir(cwd or Path.cwd()),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        patch.setattr(sys, "argv", argv)
+        try:
+            script(script_main(name))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 def one_line_error(proc: subprocess.CompletedProcess, pattern: str) -> None:

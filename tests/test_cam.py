@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,10 +10,9 @@ from PIL import Image
 from torch import nn
 
 from cnnlab.cam import explain
-from cnnlab.config import PROJECT_ROOT
 from cnnlab.errors import CnnlabError
 
-from .conftest import one_line_error, subprocess_env, tiny_run
+from .conftest import one_line_error, run_script, tiny_run
 
 
 def _corner_task(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,11 +123,8 @@ def test_a_run_logs_a_gradcam_grid_at_test_end(checkpoint):
     assert "test/gradcam" in acc.Tags()["images"]
 
 
-def _predict(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "scripts" / "predict.py"), *args],
-        capture_output=True, text=True, timeout=300, env=subprocess_env(),
-    )  # fmt: skip
+def _predict(*args: str):
+    return run_script("scripts/predict.py", *args)
 
 
 def test_predict_writes_the_overlay_and_refuses_unknown_names(checkpoint, tmp_path):

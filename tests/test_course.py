@@ -3,9 +3,6 @@ numbers on small maps, activation derivatives."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -14,6 +11,8 @@ from cnnlab.config import PROJECT_ROOT
 from cnnlab.viz.activations import curves
 from cnnlab.viz.figures import subplots
 from cnnlab.viz.kernels import COURSE_KERNELS, KERNELS, convolve, rgb_convolve, show_map, text_color
+
+from .conftest import run_script
 
 DECK_6X6 = torch.tensor([[10, 10, 10, 0, 0, 0]] * 6)  # the decks' example: bright left half
 
@@ -73,12 +72,7 @@ def test_activation_derivatives_match_their_formulas():
 
 
 def test_kernels_script_writes_into_outputs_not_the_tracked_docs():
-    proc = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "scripts" / "kernels.py"), "rgb=true", "size=16"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_script("scripts/kernels.py", "rgb=true", "size=16")
     assert proc.returncode == 0, proc.stderr
     saved = [line.removeprefix("Saved ") for line in proc.stdout.splitlines()]
     assert len(saved) == 3

@@ -9,21 +9,17 @@ dataset spec has), so an export that took mean/std from anywhere else would be c
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from cnnlab.checkpoint import KEY, load_classifier
-from cnnlab.config import PROJECT_ROOT
 from cnnlab.data.specs import get_spec
 from cnnlab.errors import CnnlabError, DiskFull
 from cnnlab.export import export
 
-from .conftest import one_line_error, subprocess_env, tiny_run
+from .conftest import one_line_error, run_script, tiny_run
 
-SCRIPT = str(PROJECT_ROOT / "scripts" / "export.py")
 MEAN, STD = (0.25,), (0.4,)  # what the test writes into the checkpoint (MNIST's: 0.1307, 0.3081)
 
 
@@ -48,10 +44,7 @@ def _expected(path, images, mean=MEAN, std=STD):
 
 
 def _export(*args: str, cwd=None):
-    return subprocess.run(
-        [sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=300,
-        cwd=cwd, env=subprocess_env(),
-    )  # fmt: skip
+    return run_script("scripts/export.py", *args, cwd=cwd)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")

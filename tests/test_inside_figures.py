@@ -7,14 +7,10 @@ expected pixels are computed here from the weights and images with numpy.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import torch
 from PIL import Image
 
-from cnnlab.config import PROJECT_ROOT
 from cnnlab.models import LeNet5
 from cnnlab.run import build
 from cnnlab.viz.figures import (
@@ -26,7 +22,7 @@ from cnnlab.viz.figures import (
 )
 from cnnlab.viz.grids import ROW_PAD, augmentation_rows
 
-from .conftest import make_cfg, subprocess_env, tiny_run
+from .conftest import make_cfg, run_script, tiny_run
 
 
 def _texts(fig) -> list[str]:
@@ -88,11 +84,10 @@ def test_inspect_checkpoint_writes_labelled_figures_larger_than_before(tmp_path)
     page.paste(Image.open(tmp_path / "ink.png"), (10, 14))  # ...with a dark stroke on it
     page.save(image)
     out = tmp_path / "inside"
-    proc = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "scripts" / "inspect_checkpoint.py"),
-         f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'best.ckpt'}", f"image={image}",
-         f"out_dir={out}"],
-        capture_output=True, text=True, timeout=120, env=subprocess_env(),
+    proc = run_script(
+        "scripts/inspect_checkpoint.py",
+        f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'best.ckpt'}", f"image={image}",
+        f"out_dir={out}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Prepared: inverted" in proc.stdout  # as predict.py prepares a photo

@@ -121,19 +121,14 @@ def test_white_background_images_are_classified_about_as_well_as_the_originals(
 
 
 def test_predict_script_says_what_it_did_and_shows_the_input(fashion_ckpt, tmp_path):
-    import subprocess
-    import sys
-
-    from cnnlab.config import PROJECT_ROOT
+    from .conftest import run_script
 
     photo = tmp_path / "shoe.png"
     _drawing().save(photo)
     seen = tmp_path / "seen.png"
-    proc = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "scripts" / "predict.py"), f"ckpt_path={fashion_ckpt}",
-         f"image={photo}", f"show={seen}"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    proc = run_script(
+        "scripts/predict.py", f"ckpt_path={fashion_ckpt}", f"image={photo}", f"show={seen}"
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("Prepared: inverted (light background")
     assert Image.open(seen).size == (28 * 8, 28 * 8)

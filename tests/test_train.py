@@ -248,8 +248,16 @@ SHORT = ("trainer.max_epochs=1", "~callbacks.model_checkpoint", "logger=none")
 MODELS = ["mlp", "lenet", "lenet_classic", "alexnet", "vgg11", "resnet20", "simple_cnn"]
 
 
+# the two deep ResNets train in make test-full (10 to 50 s each here); the fast suite builds them
+# on every dataset (test_config.py::test_every_data_model_pair_composes_and_builds), trains their
+# block on both formats (resnet20) and ResNet-18 on Fashion-MNIST (test_resnet18_trains_on_...)
+DEEP = ["resnet56", "resnet18"]
+
+
 @pytest.mark.parametrize("data", ["mnist", "cifar10"])
-@pytest.mark.parametrize("model", [*MODELS, "resnet56", "resnet18"])
+@pytest.mark.parametrize(
+    "model", [*MODELS, *(pytest.param(m, marks=pytest.mark.slow) for m in DEEP)]
+)
 def test_every_model_trains_on_every_input_format(model, data, tmp_path, tiny_cifar):
     write_mnist_like(tiny_cifar, "mnist", n_train=300, n_test=100)  # both formats in one dir
     cfg = make_cfg(
