@@ -186,10 +186,11 @@ def _demo_script(*args: str, prelude: str = "pass") -> subprocess.CompletedProce
 
 
 def _main():
-    """scripts/demo.py's ``main``, in this process."""
-    import runpy
+    """``cnnlab demo`` in this process: argv -> its run, errors raised as they are."""
+    from cnnlab.commands import COMMANDS, compose_command
 
-    return runpy.run_path(str(PROJECT_ROOT / "scripts" / "demo.py"))["main"]
+    demo = COMMANDS["demo"]
+    return lambda argv: demo.run(compose_command(demo, argv))
 
 
 def test_bad_values_are_refused_before_anything_is_served(tiny, tmp_path, monkeypatch):

@@ -91,7 +91,7 @@ def test_inspect_checkpoint_writes_labelled_figures_larger_than_before(tmp_path)
     proc = subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "scripts" / "inspect_checkpoint.py"),
          f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'best.ckpt'}", f"image={image}",
-         f"out_dir={out}"],
+         f"hydra.run.dir={out}"],
         capture_output=True, text=True, timeout=120, env=subprocess_env(),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]

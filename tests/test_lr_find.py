@@ -62,7 +62,7 @@ def lr_run(tmp_path_factory):
     before = _conf_digests()
     proc = subprocess.run(
         [sys.executable, SCRIPT, "data=mnist", f"paths.data_dir={data_dir}", *OFFLINE, *QUICK,
-         f"min_lr={MIN_LR}", f"max_lr={MAX_LR}", f"steps={STEPS}", f"out_dir={tmp / 'out'}"],
+         f"min_lr={MIN_LR}", f"max_lr={MAX_LR}", f"steps={STEPS}", f"hydra.run.dir={tmp / 'out'}"],
         capture_output=True, text=True, timeout=300, cwd=tmp, env=subprocess_env(),
     )  # fmt: skip
     return tmp, proc, before, _conf_digests()
@@ -174,7 +174,7 @@ def test_bad_range_settings_are_refused(args, pattern):
 
 def test_a_bad_setting_gets_one_line_from_the_script(tmp_path):
     proc = subprocess.run(
-        [sys.executable, SCRIPT, "steps=5", f"out_dir={tmp_path / 'out'}"],
+        [sys.executable, SCRIPT, "steps=5", f"hydra.run.dir={tmp_path / 'out'}"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path, env=subprocess_env(),
     )  # fmt: skip
     one_line_error(proc, r"^Error: steps='5' must be an integer >= 20")

@@ -55,47 +55,6 @@ def script(main: Callable[[list[str]], int | None]) -> None:
     sys.exit(code or 0)
 
 
-def parse_key_values(
-    argv: list[str],
-    required: tuple[str, ...] = (),
-    optional: dict[str, str] | None = None,
-    positive_ints: tuple[str, ...] = (),
-    ints: tuple[str, ...] = (),
-) -> dict[str, str]:
-    """``key=value`` arguments (Hydra's style) for the small scripts; CnnlabError on misuse."""
-    optional = optional or {}
-    out = dict(optional)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in (*required, *optional):
-            raise CnnlabError(
-                f"Unexpected argument {arg!r}. Expected key=value with keys: "
-                f"{', '.join((*required, *optional))}."
-            )
-        out[key] = value
-    missing = [k for k in required if not out.get(k)]
-    if missing:
-        raise CnnlabError(f"Missing {', '.join(f'{k}=...' for k in missing)}.")
-    for key in (*positive_ints, *ints):
-        minimum = 1 if key in positive_ints else 0
-        if not out[key].isdigit() or int(out[key]) < minimum:
-            raise CnnlabError(f"{key}={out[key]!r} must be an integer >= {minimum}.")
-    return out
-
-
-def split_key_values(argv: list[str], own: dict[str, str]) -> tuple[dict[str, str], list[str]]:
-    """A script's own ``key=value`` arguments (``own``: their defaults) and the rest, in order
-    (train.py's overrides, for scripts that compose the train config)."""
-    values, rest = dict(own), []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if sep and key in own:
-            values[key] = value
-        else:
-            rest.append(arg)
-    return values, rest
-
-
 class WritableOutput(Callback):
     """Hydra creates the run (or sweep) folder before cnnlab's code runs, and a folder it cannot
     create (a read-only disk, a path under a file) ends in a raw traceback. This hook creates it

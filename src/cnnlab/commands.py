@@ -387,7 +387,8 @@ def before_app(name: str, argv: list[str]) -> None:
         sys.exit(EXIT_USER_ERROR)
 
 
-def _compose(command: Command, argv: list[str]) -> DictConfig:
+def compose_command(command: Command, argv: list[str]) -> DictConfig:
+    """The config of one run of ``command``: its key=value, plain arguments and required keys."""
     rest, plain = [], []
     for arg in argv:
         if "=" in arg:
@@ -427,7 +428,7 @@ def run(name: str, argv: list[str]) -> int:
         print(command_help(command))
         return 0
     try:
-        return command.run(_compose(command, argv)) or 0
+        return command.run(compose_command(command, argv)) or 0
     except CnnlabError as e:
         print(f"Error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Sequence
@@ -54,8 +55,8 @@ def compose_config(
     cfg = compose_with_hydra(config_name, overrides)
     with open_dict(cfg):
         cfg.hydra.job.name = config_name
-    HydraConfig.instance().set_config(cfg)  # what ${hydra:...} in hydra.run.dir resolves with
-    if output_dir is None:
+    if output_dir is None:  # resolved as Hydra resolves it: ${hydra:...} answered by a copy
+        HydraConfig.instance().set_config(copy.deepcopy(cfg))
         output_dir = OmegaConf.select(cfg, "hydra.run.dir", default=None)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)

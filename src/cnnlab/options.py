@@ -214,10 +214,11 @@ def help_text(command: str, config_name: str, every_key: bool, tail: str = "") -
             line = f"  {g.name:<{width}}  {' | '.join([g.default, *others])}"
             out.append(line + (f"  ({g.note})" if g.note else ""))
         out.append("")
-    out.append("Keys (key=value: the default, then what it is):")
-    width = min(max(len(k.name) for k in keys), 34)
-    for k in keys:
-        out.append(f"  {k.name:<{width}}  {k.default}" + (f"  # {k.note}" if k.note else ""))
+    if keys:
+        out.append("Keys (key=value: the default, then what it is):")
+        width = min(max(len(k.name) for k in keys), 34)
+        for k in keys:
+            out.append(f"  {k.name:<{width}}  {k.default}" + (f"  # {k.note}" if k.note else ""))
     if tail:
         out += ["", tail]
     return "\n".join(out)
