@@ -167,3 +167,19 @@ def test_python_m_cnnlab_train_makes_the_run_folder_train_py_makes(tmp_path):
         )
     assert {"metrics.json", ".hydra/config.yaml", "train.log"} <= set(made["cnnlab"][0])
     assert made["cnnlab"] == made["train.py"]
+
+
+def test_shell_completion_completes_commands_and_train_keys():
+    """``eval "$(cnnlab -sc install=bash)"``: the script asks ``cnnlab -sc query=bash``."""
+
+    def query(line: str) -> list[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "cnnlab", "-sc", "query=bash"], capture_output=True,
+            text=True, timeout=120, env=subprocess_env(COMP_LINE=line),
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout.split()
+
+    assert query("cnnlab lr") == ["lr-find"]
+    assert query("cnnlab train trainer.max_ep") == ["trainer.max_epochs="]
+    assert "data=cifar10" in query("cnnlab eval data=")

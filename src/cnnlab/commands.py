@@ -316,8 +316,11 @@ def _serve(module: str, *args: str) -> None:
 
 def tensorboard(cfg: DictConfig) -> int:
     port = _int(cfg, "port", 1, 65535)
-    logdir, host = _text(cfg, "logdir"), _text(cfg, "host")
-    _serve("tensorboard.main", "--logdir", logdir, "--host", host, "--port", str(port))
+    logdir, host, every = _text(cfg, "logdir"), _text(cfg, "host"), _int(cfg, "reload_interval", 1)
+    _serve(
+        "tensorboard.main", "--logdir", logdir, "--host", host, "--port", str(port),
+        "--reload_interval", str(every),
+    )  # fmt: skip
     return 0
 
 
@@ -439,8 +442,34 @@ def alias(name: str) -> None:
     sys.exit(run(name, sys.argv[1:]))
 
 
+def complete(argv: list[str]) -> int:
+    """Hydra's shell completion for ``cnnlab <command>``: ``eval "$(cnnlab -sc install=bash)"``.
+
+    The completion script asks ``cnnlab -sc query=bash`` with the line typed in COMP_LINE:
+    the command word is completed here; the rest is Hydra's, asked of that command's app (train
+    for the commands that compose train's config, and to install the script)."""
+    words = os.environ.get("COMP_LINE", "").split()
+    typed = os.environ.get("COMP_LINE", "").endswith(" ")
+    if any(a.startswith("query=") for a in argv) and len(words) + typed <= 2:
+        prefix = words[1] if len(words) > 1 else ""
+        print(" ".join(c for c in COMMANDS if c.startswith(prefix)))
+        return 0
+    name = words[1] if len(words) > 1 and words[1] in COMMANDS else "train"
+    app = "eval" if COMMANDS[name].config == "eval" else "train"
+    if words:  # the app reads the line after its own name: drop "cnnlab"
+        os.environ["COMP_LINE"] = os.environ["COMP_LINE"].split(None, 1)[-1]
+    script = PROJECT_ROOT / f"{app}.py"
+    # the name the installed completion answers to is sys.argv[0], which runpy would set to
+    # the script's path: the app's code is run as __main__ here instead
+    sys.argv = ["cnnlab", *argv]
+    exec(compile(script.read_text(), str(script), "exec"), {"__name__": "__main__"})
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-sc", "--shell-completion"):
+        sys.exit(complete(argv))
     if not argv or argv[0] in HELP:
         print(usage())
         sys.exit(0 if argv else EXIT_USER_ERROR)
