@@ -392,22 +392,26 @@ def before_app(name: str, argv: list[str]) -> None:
 
 def compose_command(command: Command, argv: list[str]) -> DictConfig:
     """The config of one run of ``command``: its key=value, plain arguments and required keys."""
-    rest, plain = [], []
+    rest, plain, flags = [], [], []
     for arg in argv:
         if "=" in arg:
             rest.append(arg)
         elif command.positional and not arg.startswith("-"):
             plain.append(arg)
         else:
-            raise ConfigError(
-                f"Unexpected argument {arg!r}: cnnlab {command.name} takes key=value "
-                f"(cnnlab {command.name} --help lists them)."
-            )
+            flags.append(arg)
     try:
         cfg = compose_config(command.config, rest)
     except ConfigError:
         check_keys(command.config, rest, command.name)  # the close key, when that is the error
         raise
+    for arg in flags:  # --per-run: the key per_run=true
+        key = arg.lstrip("-").replace("-", "_")
+        hint = f"; use {key}=..." if key in cfg else ""
+        raise ConfigError(
+            f"Unexpected argument {arg!r}: cnnlab {command.name} takes key=value{hint} "
+            f"(cnnlab {command.name} --help lists them)."
+        )
     if plain:
         cfg[command.positional] = [*cfg[command.positional], *plain]
     missing = [k for k in cfg if OmegaConf.is_missing(cfg, k)]
