@@ -54,7 +54,7 @@ class Case:
 
 CASES = (
     Case("`model=resnet` (also `data=`, `aug=`, `sweep=`)", (*TRAIN, "model=resnet"),
-         r"model=resnet is not an option: did you mean model=resnet20\?", fast=True),
+         r"model=resnet is not an option: did you mean model=resnet\d+\?", fast=True),
     Case("`trainer.max_epoch=3` (a typo'd key)", (*TRAIN, "trainer.max_epoch=3"),
          r"trainer.max_epoch is not a key of cnnlab train: did you mean trainer.max_epochs\?", fast=True),
     Case("`model.dropout=1.5`", (*TRAIN, "model.dropout=1.5"), r"model.dropout=1.5 is outside \[0, 1\)", fast=True),
