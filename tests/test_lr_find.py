@@ -75,7 +75,7 @@ def test_prints_a_suggestion_inside_the_range_and_the_override(lr_run):
     lr = record["suggestion"]
     assert math.isfinite(lr) and MIN_LR <= lr <= MAX_LR
     assert re.search(rf"^Override: optimizer\.lr={re.escape(f'{lr:.3g}')}$", proc.stdout, re.M)
-    assert "python train.py data=mnist" in proc.stdout and "optimizer.lr=0.003 " not in proc.stdout
+    assert "cnnlab train data=mnist" in proc.stdout and "optimizer.lr=0.003 " not in proc.stdout
     # Lightning's note on saving the finder's state reads as if checkpoints loaded unsafely
     assert "weights_only" not in proc.stdout + proc.stderr
     # the rates grow geometrically from min_lr, one per step, and the suggestion is one of them
@@ -177,5 +177,5 @@ def test_a_bad_setting_gets_one_line_from_the_script(tmp_path):
         [sys.executable, SCRIPT, "steps=5", f"hydra.run.dir={tmp_path / 'out'}"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path, env=subprocess_env(),
     )  # fmt: skip
-    one_line_error(proc, r"^Error: steps='5' must be an integer >= 20")
+    one_line_error(proc, r"^Error: steps=5 must be an integer >= 20")
     assert not (tmp_path / "out").exists()
