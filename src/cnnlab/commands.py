@@ -394,7 +394,7 @@ def compose_command(command: Command, argv: list[str]) -> DictConfig:
     """The config of one run of ``command``: its key=value, plain arguments and required keys."""
     rest, plain, flags = [], [], []
     for arg in argv:
-        if "=" in arg:
+        if "=" in arg or arg.startswith("~"):  # ~key: Hydra's deletion of a key
             rest.append(arg)
         elif command.positional and not arg.startswith("-"):
             plain.append(arg)
