@@ -41,7 +41,7 @@ os-datasets:
 	else $(call apt_install,dataset-fashion-mnist,Fashion-MNIST will be downloaded on first use (or run: make data)); fi
 
 data: $(STAMP)  ## fetch and verify datasets ahead of time (DATASETS="mnist cifar10" to choose)
-	$(BIN)/python scripts/prepare_data.py $(DATASETS)
+	$(BIN)/python -m cnnlab prepare-data $(DATASETS)
 
 train: $(STAMP)  ## train LeNet-5 on Fashion-MNIST (works offline)
 	$(BIN)/python train.py experiment=lenet_fashion $(ARGS)
@@ -67,7 +67,7 @@ browser: $(BROWSER_STAMP)  ## the demo extra and Debian's chromium, for the brow
 	else $(call apt_install,chromium,the browser test will be skipped); fi
 
 demo: $(BROWSER_STAMP)  ## the demo page in the browser: make demo CKPT=<run>/checkpoints/best.ckpt
-	$(BIN)/python scripts/demo.py ckpt_path=$(CKPT) $(ARGS)
+	$(BIN)/python -m cnnlab demo ckpt_path=$(CKPT) $(ARGS)
 
 # Jupyter (nbmake, ipykernel) is the optional `notebooks` extra, installed on first use
 $(NB_STAMP): $(STAMP) pyproject.toml
@@ -118,10 +118,10 @@ format: $(STAMP)  ## ruff: fix what can be fixed, format
 	$(BIN)/ruff format src tests tools scripts benchmarks notebooks train.py eval.py
 
 tensorboard: $(STAMP)  ## open TensorBoard on every run in outputs/
-	$(BIN)/tensorboard --logdir outputs --host $(or $(HOST),localhost)
+	$(BIN)/python -m cnnlab tensorboard host=$(or $(HOST),localhost) $(ARGS)
 
 mlflow-ui: $(STAMP)  ## open MLflow's UI on the runs of logger=mlflow (outputs/mlflow.db)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host $(or $(HOST),localhost) --port $(or $(PORT),5000)
+	$(BIN)/python -m cnnlab mlflow-ui host=$(or $(HOST),localhost) port=$(or $(PORT),5000)
 
 clean:  ## remove outputs, caches and the virtualenv (keeps data/)
 	rm -rf outputs/train outputs/eval outputs/sweeps outputs/notebooks outputs/mlflow.db outputs/mlflow.db.lock outputs/mlartifacts multirun mutants .pytest_cache .ruff_cache $(VENV)

@@ -1,10 +1,15 @@
-"""Train a classifier: ``python train.py model=lenet data=mnist`` (options: conf/train.yaml)."""
+"""Train a classifier: ``python train.py model=lenet data=mnist``, the same as ``cnnlab train``
+(options: conf/train.yaml; ``--help`` lists them)."""
+
+import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from cnnlab.cli import heavy_imports, run_app
+from cnnlab.cli import run_app
+from cnnlab.commands import before_app
 from cnnlab.config import PROJECT_ROOT, validate  # noqa: F401  (PROJECT_ROOT anchors outputs/, data/)
+from cnnlab.startup import heavy_imports
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -19,4 +24,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    before_app("train", sys.argv[1:])  # --help, and a typo'd key named with its fix
     main()

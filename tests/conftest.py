@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import os
 import re
@@ -17,7 +16,6 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab.cli import script
 from cnnlab.config import PROJECT_ROOT, compose_config
 from cnnlab.data.formats import CACHE_DIR_ENV
 from cnnlab.data.sources import ensure_dataset
@@ -147,20 +145,26 @@ def fashion_dir(tmp_path_factory) -> Path:
     return data_dir
 
 
+def script_command(name: str) -> str:
+    """The ``cnnlab`` command a script under the project (``scripts/x.py``) is another name of."""
+    return re.search(r'alias\("([\w-]+)"\)', (PROJECT_ROOT / name).read_text()).group(1)
+
+
 def script_main(name: str):
-    """A script's ``main(argv)`` (``name``: its path under the project, ``scripts/x.py``),
-    loaded from its file as ``python scripts/x.py`` runs it."""
-    path = PROJECT_ROOT / name
-    spec = importlib.util.spec_from_file_location(f"_script_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    """What ``python NAME ARGV...`` runs once started, as a function of ``argv`` that raises a
+    user error (``CnnlabError``) rather than printing it and exiting 2."""
+    from cnnlab.commands import COMMANDS, compose_command
+
+    command = COMMANDS[script_command(name)]
+    return lambda argv: command.run(compose_command(command, list(argv))) or 0
 
 
 def run_script(name: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """``python NAME ARGS...`` without a new interpreter (seconds of torch start-up each): the
-    script's ``main`` through the same ``cnnlab.cli.script`` wrapper, its exit status, stdout
-    and stderr. For what only a process shows (imports, signals, Hydra), start one."""
+    command the script names, its exit status, stdout and stderr. For what only a process shows
+    (imports, signals, Hydra), start one."""
+    from cnnlab.commands import run
+
     out, err = io.StringIO(), io.StringIO()
     argv = [str(PROJECT_ROOT / name), *args]
     with (
@@ -171,7 +175,7 @@ def run_script(name: str, *args: str, cwd: Path | None = None) -> subprocess.Com
     ):
         patch.setattr(sys, "argv", argv)
         try:
-            script(script_main(name))
+            code = run(script_command(name), list(args))
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())

@@ -8,7 +8,6 @@ the three doors a user has: ``scripts/predict.py``, ``eval.py`` and resuming ``t
 from __future__ import annotations
 
 import copy
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -94,18 +93,10 @@ REFUSAL = {
 
 
 def _predict(ckpt: Path, image: Path) -> int:
-    """scripts/predict.py in-process, through the same cli.script wrapper as on the command line."""
-    from unittest import mock
+    """cnnlab predict in-process, through the same error ending as on the command line."""
+    from cnnlab.commands import run
 
-    from cnnlab.cli import script
-
-    main = runpy.run_path(str(ROOT / "scripts" / "predict.py"))["main"]
-    with mock.patch.object(sys, "argv", ["predict.py", f"ckpt_path={ckpt}", f"image={image}"]):
-        try:
-            script(main)
-        except SystemExit as e:
-            return e.code
-    return 0
+    return run("predict", [f"ckpt_path={ckpt}", f"image={image}"])
 
 
 def _exit_code(fn, cfg) -> int:

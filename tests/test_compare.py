@@ -217,7 +217,7 @@ def test_the_script_prints_mean_and_std(dropout_x_seeds):
     mean, std = _expected(ACC[0.0])
     assert "| 0.0 | 3 |" in lines[3] and f"{mean:.4f} ± {std:.4f}" in lines[3]
     per_run = subprocess.run(
-        [sys.executable, script, str(dropout_x_seeds), "--per-run"],
+        [sys.executable, script, str(dropout_x_seeds), "per_run=true"],
         capture_output=True, text=True, timeout=120, env=subprocess_env(),
     )  # fmt: skip
     assert len(per_run.stdout.splitlines()) == 11  # header, rule, 9 runs

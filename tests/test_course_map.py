@@ -1,6 +1,6 @@
 """The course maps, docs/COURSE.md and its Spanish twin docs/CURSO.md, name only things that
-exist: every ``train.py`` command composes and builds, every script exists and takes the keys
-given, every figure and notebook is there."""
+exist: every ``train.py`` command composes and builds, every ``cnnlab`` command exists and takes
+the keys given, every figure and notebook is there."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import shlex
 import pytest
 from omegaconf import OmegaConf
 
+from cnnlab.commands import COMMANDS as COMMANDS_BY_NAME
 from cnnlab.config import PROJECT_ROOT, compose_config, validate
 from cnnlab.run import build
 
@@ -18,14 +19,8 @@ CURSO = PROJECT_ROOT / "docs" / "CURSO.md"
 TEXT = COURSE.read_text()
 MAPS = (COURSE, CURSO)
 COMMANDS = sorted(
-    {c for doc in MAPS for c in re.findall(r"`((?:python|make) [^`]+)`", doc.read_text())}
+    {c for doc in MAPS for c in re.findall(r"`((?:python|make|cnnlab) [^`]+)`", doc.read_text())}
 )
-# scripts that take train.py's overrides besides their own keys
-TRAIN_STYLE = {
-    "summary.py": (),
-    "show_augmentation.py": ("out",),
-    "lr_find.py": ("min_lr", "max_lr", "steps", "out_dir"),
-}
 
 
 def _first_of_each_sweep(overrides: list[str]) -> list[str]:
@@ -58,22 +53,16 @@ def test_eval_commands_compose(command):
         assert str(OmegaConf.select(cfg, key)) == value
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if "scripts/" in c])
-def test_scripts_exist_and_take_these_keys(command):
-    words = shlex.split(command)
-    script = PROJECT_ROOT / words[1]
-    assert script.is_file(), f"{words[1]} does not exist"
-    own = [w.split("=")[0] for w in words[2:] if "=" in w and not w.startswith("-")]
-    flags = [w for w in words[2:] if w.startswith("--")]
-    source = script.read_text()
-    if script.name in TRAIN_STYLE:
-        rest = [w for w in words[2:] if w.split("=")[0] not in TRAIN_STYLE[script.name]]
-        _compose(rest)
-        return
-    for key in [*own, *flags]:
-        assert f'"{key}"' in source or f"'{key}'" in source or f"{key}=" in source, (
-            f"{script.name} takes no {key}"
-        )
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c.startswith("cnnlab ")])
+def test_cnnlab_commands_exist_and_take_these_keys(command):
+    words = [re.sub(r"<(\w+)>", r"\1", w) for w in shlex.split(command)[1:]]
+    assert words[0] in COMMANDS_BY_NAME, f"cnnlab has no command {words[0]}"
+    cfg = compose_config(COMMANDS_BY_NAME[words[0]].config, [w for w in words[1:] if "=" in w])
+    for arg in words[1:]:
+        key, _, value = arg.partition("=")
+        chosen = OmegaConf.select(cfg, key)
+        if value and not key.startswith("hydra.") and not OmegaConf.is_config(chosen):
+            assert str(chosen).lower() == value.lower()  # a plain key=value, not a group
 
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c.startswith("make ")])

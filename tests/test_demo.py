@@ -186,10 +186,11 @@ def _demo_script(*args: str, prelude: str = "pass") -> subprocess.CompletedProce
 
 
 def _main():
-    """scripts/demo.py's ``main``, in this process."""
-    import runpy
+    """``cnnlab demo`` in this process: argv -> its run, errors raised as they are."""
+    from cnnlab.commands import COMMANDS, compose_command
 
-    return runpy.run_path(str(PROJECT_ROOT / "scripts" / "demo.py"))["main"]
+    demo = COMMANDS["demo"]
+    return lambda argv: demo.run(compose_command(demo, argv))
 
 
 def test_bad_values_are_refused_before_anything_is_served(tiny, tmp_path, monkeypatch):
@@ -199,7 +200,7 @@ def test_bad_values_are_refused_before_anything_is_served(tiny, tmp_path, monkey
         _main()([f"ckpt_path={notes}"])
     with pytest.raises(CnnlabError, match=r"^port=70000 must be an integer in \[1, 65535\]"):
         _main()([f"ckpt_path={tiny[0]}", "port=70000"])
-    with pytest.raises(CnnlabError, match=r"^port='http' must be an integer >= 1"):
+    with pytest.raises(CnnlabError, match=r"^port='http' must be an integer in \[1, 65535\]"):
         _main()([f"ckpt_path={tiny[0]}", "port=http"])
     # where Gradio is not installed, an import of it fails: the error says how to get it
     monkeypatch.setitem(sys.modules, "gradio", None)

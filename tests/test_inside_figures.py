@@ -87,7 +87,7 @@ def test_inspect_checkpoint_writes_labelled_figures_larger_than_before(tmp_path)
     proc = run_script(
         "scripts/inspect_checkpoint.py",
         f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'best.ckpt'}", f"image={image}",
-        f"out_dir={out}",
+        f"hydra.run.dir={out}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Prepared: inverted" in proc.stdout  # as predict.py prepares a photo

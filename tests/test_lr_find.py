@@ -62,7 +62,7 @@ def lr_run(tmp_path_factory):
     before = _conf_digests()
     proc = subprocess.run(
         [sys.executable, SCRIPT, "data=mnist", f"paths.data_dir={data_dir}", *OFFLINE, *QUICK,
-         f"min_lr={MIN_LR}", f"max_lr={MAX_LR}", f"steps={STEPS}", f"out_dir={tmp / 'out'}"],
+         f"min_lr={MIN_LR}", f"max_lr={MAX_LR}", f"steps={STEPS}", f"hydra.run.dir={tmp / 'out'}"],
         capture_output=True, text=True, timeout=300, cwd=tmp, env=subprocess_env(),
     )  # fmt: skip
     return tmp, proc, before, _conf_digests()
@@ -75,7 +75,7 @@ def test_prints_a_suggestion_inside_the_range_and_the_override(lr_run):
     lr = record["suggestion"]
     assert math.isfinite(lr) and MIN_LR <= lr <= MAX_LR
     assert re.search(rf"^Override: optimizer\.lr={re.escape(f'{lr:.3g}')}$", proc.stdout, re.M)
-    assert "python train.py data=mnist" in proc.stdout and "optimizer.lr=0.003 " not in proc.stdout
+    assert "cnnlab train data=mnist" in proc.stdout and "optimizer.lr=0.003 " not in proc.stdout
     # Lightning's note on saving the finder's state reads as if checkpoints loaded unsafely
     assert "weights_only" not in proc.stdout + proc.stderr
     # the rates grow geometrically from min_lr, one per step, and the suggestion is one of them
@@ -174,8 +174,8 @@ def test_bad_range_settings_are_refused(args, pattern):
 
 def test_a_bad_setting_gets_one_line_from_the_script(tmp_path):
     proc = subprocess.run(
-        [sys.executable, SCRIPT, "steps=5", f"out_dir={tmp_path / 'out'}"],
+        [sys.executable, SCRIPT, "steps=5", f"hydra.run.dir={tmp_path / 'out'}"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path, env=subprocess_env(),
     )  # fmt: skip
-    one_line_error(proc, r"^Error: steps='5' must be an integer >= 20")
+    one_line_error(proc, r"^Error: steps=5 must be an integer >= 20")
     assert not (tmp_path / "out").exists()

@@ -55,7 +55,7 @@ def test_torch_and_lightning_are_imported_without_repeated_full_collections():
     # a fresh interpreter: this one has imported them already
     code = """
 import gc
-from cnnlab.cli import heavy_imports
+from cnnlab.startup import heavy_imports
 full = []
 gc.callbacks.append(lambda phase, info: phase == "start" and full.append(info["generation"]))
 with heavy_imports():
@@ -91,7 +91,7 @@ _TRITON = """
 import logging, sys, torch
 gpu = sys.argv[1] == "gpu"
 torch.cuda.is_available = lambda: gpu  # the machine as the case asks, decided before the imports
-from cnnlab.cli import heavy_imports
+from cnnlab.startup import heavy_imports
 with heavy_imports():
     import pytorch_lightning
 import torch._dynamo.utils as dynamo
@@ -122,7 +122,7 @@ def test_triton_is_kept_out_of_a_run_only_on_a_machine_without_a_gpu(machine):
 
 _SCIPY_SIGNAL = """
 import sys
-from cnnlab.cli import heavy_imports
+from cnnlab.startup import heavy_imports
 with heavy_imports():
     import pytorch_lightning, torchmetrics  # torchmetrics asks scipy.signal for hamming
 print("scipy.stats" in sys.modules, sys.modules["scipy.signal"].__doc__.split(",")[0])
@@ -161,7 +161,7 @@ def test_a_cpu_run_compiles_its_net_without_triton(tmp_path):
     # torch.compile's CPU backend generates C++: keeping Triton out must not break compile=true
     code = """
 import sys, torch
-from cnnlab.cli import without_triton_on_cpu
+from cnnlab.startup import without_triton_on_cpu
 assert without_triton_on_cpu()
 net = torch.compile(torch.nn.Linear(3, 2), backend="inductor")
 x = torch.randn(4, 3)

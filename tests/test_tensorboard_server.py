@@ -1,6 +1,6 @@
 """A real TensorBoard server on a real run folder serves what the README's "See inside" table
-lists (issue 14, section 5): the server is started as `make tensorboard` starts it (the venv's
-``tensorboard``, on localhost) and asked through its HTTP API, as the browser asks it."""
+lists (issue 14, section 5): the server is started as `make tensorboard` starts it (``cnnlab
+tensorboard``, on localhost) and asked through its HTTP API, as the browser asks it."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from .conftest import tiny_run
+from .conftest import subprocess_env, tiny_run
 
 # the tags the README's "See inside" table promises for every run
 SCALARS = {
@@ -36,12 +36,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
         return s.getsockname()[1]
-
-
-def _tensorboard() -> list[str]:
-    """The venv's tensorboard command (what `make tensorboard` runs), or its module."""
-    script = Path(sys.executable).with_name("tensorboard")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "tensorboard.main"]
 
 
 def _get(base: str, path: str, **query: str) -> bytes:
@@ -77,9 +71,9 @@ def test_a_tensorboard_server_serves_the_readme_tags_and_images(tmp_path):
     assert logdir.is_dir()
     port = _free_port()
     server = subprocess.Popen(
-        [*_tensorboard(), "--logdir", str(logdir), "--host", "localhost", "--port", str(port),
-         "--reload_interval", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "cnnlab", "tensorboard", f"logdir={logdir}", "host=localhost",
+         f"port={port}", "reload_interval=1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=subprocess_env(),
     )  # fmt: skip
     base = f"http://localhost:{port}"
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Sequence
@@ -47,6 +48,16 @@ PROFILERS = {
 os.environ.setdefault("CNNLAB_ROOT", str(PROJECT_ROOT))
 
 
+def compose_with_hydra(config_name: str = "train", overrides: Sequence[str] = ()) -> DictConfig:
+    """A config composed in-process with its ``hydra`` node (run dir, the groups' choices)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        try:
+            return compose(config_name, overrides=list(overrides), return_hydra_config=True)
+        except HydraException as e:  # unknown option or key: Hydra's message lists the choices
+            raise ConfigError(str(e)) from None
+
+
 def compose_config(
     config_name: str = "train",
     overrides: Sequence[str] = (),
@@ -54,21 +65,20 @@ def compose_config(
 ) -> DictConfig:
     """Compose a config the way ``train.py`` would, without starting a Hydra app.
 
-    Used by tests and scripts. ``output_dir`` stands in for Hydra's run directory.
+    Used by tests and the commands. ``output_dir`` stands in for Hydra's run directory; by
+    default it is ``hydra.run.dir`` as composed (not created), as in a Hydra app.
     """
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        try:
-            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
-        except HydraException as e:  # unknown option or key: Hydra's message lists the choices
-            raise ConfigError(str(e)) from None
-        if output_dir is not None:
-            with open_dict(cfg):
-                cfg.hydra.runtime.output_dir = str(output_dir)
-                cfg.hydra.job.name = config_name
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]  # resolved by now through HydraConfig; the app never sees it
+    cfg = compose_with_hydra(config_name, overrides)
+    with open_dict(cfg):
+        cfg.hydra.job.name = config_name
+    if output_dir is None:  # resolved as Hydra resolves it: ${hydra:...} answered by a copy
+        HydraConfig.instance().set_config(copy.deepcopy(cfg))
+        output_dir = OmegaConf.select(cfg, "hydra.run.dir", default=None)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # resolved by now through HydraConfig; the app never sees it
     return cfg
 
 
@@ -157,6 +167,7 @@ def create(node: Any, **kwargs: Any) -> Any:
     Hydra wraps every exception of a constructor in InstantiationException; for a bad value
     the user needs cnnlab's message (which names the value and the fix), not the wrapper.
     """
+    check_arguments(node, kwargs)
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as e:
@@ -166,3 +177,31 @@ def create(node: Any, **kwargs: Any) -> Any:
         if cause is not None:
             raise cause from None
         raise
+
+
+def check_arguments(node: Any, given: dict) -> None:
+    """A key of ``node`` that its class does not take (``+trainer.max_epoch=3``): ConfigError
+    naming the closest argument, instead of the class's TypeError deep in the run."""
+    import difflib
+    import inspect
+
+    from hydra.utils import get_object
+
+    target = OmegaConf.select(node, "_target_") if isinstance(node, DictConfig) else None
+    if target is None:
+        return
+    try:
+        params = inspect.signature(get_object(target)).parameters
+    except (ValueError, TypeError, ImportError):  # no signature to check against
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # it takes any keyword
+    known = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    for key in node:
+        if key.startswith("_") or key in known or key in given:
+            continue
+        where = node._get_full_key(key)
+        prefix = where[: -len(key)]
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"did you mean {prefix}{close[0]}? " if close else ""
+        raise ConfigError(f"{where} is not an argument of {target}: {hint}(remove +{where}=...).")

@@ -36,7 +36,7 @@ from cnnlab.checkpoint import (
     load_checkpoint,
     load_classifier,
 )
-from cnnlab.cli import NVML_CHECK, in_multirun
+from cnnlab.cli import in_multirun
 from cnnlab.config import create, overrides, validate
 from cnnlab.errors import CheckpointError, ConfigError, DiskFull
 from cnnlab.finetune import finetune_settings, head_params
@@ -60,6 +60,7 @@ from cnnlab.record import (
     write_metrics,
 )
 from cnnlab.resources import check_accelerator, check_fits_in_memory, peak_rss_mb
+from cnnlab.startup import NVML_CHECK
 from cnnlab.viz.labels import check_lang, label
 from cnnlab.weights import (
     fill_inputs,

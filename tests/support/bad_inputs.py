@@ -57,7 +57,9 @@ class Case:
 
 CASES = (
     Case("`model=resnet` (also `data=`, `aug=`, `sweep=`)", (*TRAIN, "model=resnet"),
-         r"^In 'train': Could not find 'model/resnet'", exit=1, one_line=False, fast=True),
+         r"model=resnet is not an option: did you mean model=resnet\d+\?", fast=True),
+    Case("`trainer.max_epoch=3` (a typo'd key)", (*TRAIN, "trainer.max_epoch=3"),
+         r"trainer.max_epoch is not a key of cnnlab train: did you mean trainer.max_epochs\?", fast=True),
     Case("`model.dropout=1.5`", (*TRAIN, "model.dropout=1.5"), r"model.dropout=1.5 is outside \[0, 1\)", fast=True),
     Case("`model.activation=swish`", (*TRAIN, "model.activation=swish"),
          r"Unknown model.activation='swish'. Valid: relu"),
@@ -168,13 +170,13 @@ CASES = (
          r"notes.txt is not an image that can be read"),
     Case("`demo.py port=70000`", ("scripts/demo.py", "ckpt_path={ckpt}", "port=70000"),
          r"port=70000 must be an integer in \[1, 65535\]"),
-    Case("a 1x1 image in `kernels.py`", ("scripts/kernels.py", "image={dot}", "out_dir={fresh}"),
+    Case("a 1x1 image in `kernels.py`", ("scripts/kernels.py", "image={dot}", "hydra.run.dir={fresh}"),
          r"is 1x1 pixels; the 3x3 kernels need 3x3 or more"),
-    Case("`image=` a folder", ("scripts/kernels.py", "image={empty}", "out_dir={fresh}"), r"is a folder; give one image file"),
-    Case("a decompression-bomb PNG", ("scripts/kernels.py", "image={bomb}", "out_dir={fresh}"),
+    Case("`image=` a folder", ("scripts/kernels.py", "image={empty}", "hydra.run.dir={fresh}"), r"is a folder; give one image file"),
+    Case("a decompression-bomb PNG", ("scripts/kernels.py", "image={bomb}", "hydra.run.dir={fresh}"),
          r"bomb.png is refused: Image size \(400000000 pixels\) exceeds limit"),
     Case("`lang=fr` in `kernels.py` (also `activations.py`, `predict.py`, `eval.py`)",
-         ("scripts/kernels.py", "lang=fr", "out_dir={fresh}"), r"lang='fr' is not a language of the figures: use lang=en or lang=es"),
+         ("scripts/kernels.py", "lang=fr", "hydra.run.dir={fresh}"), r"lang='fr' is not a language of the figures: use lang=en or lang=es"),
     Case("a `metrics.json` holding a JSON list, in `compare_runs.py`", ("scripts/compare_runs.py", "{list_run}"),
          r"failed: metrics.json holds a list, not a run", exit=0, stream="stdout", one_line=False, fast=True),
 )  # fmt: skip

@@ -267,3 +267,67 @@ def sample_image(data_dir: str | Path, name: str = "fashion_mnist", index: int =
 
     images, _ = get_spec(name).read(data_dir, train=False)
     return images[index, 0].float()
+
+
+# kernels= of ``cnnlab kernels``
+KERNEL_SETS = {"course": COURSE_KERNELS, "classic": KERNELS}
+
+
+def default_image() -> torch.Tensor:
+    """A Fashion-MNIST test image, or, with no dataset here, a bright square with a diagonal edge."""
+    from cnnlab.config import PROJECT_ROOT
+    from cnnlab.data.sources import ensure_dataset
+    from cnnlab.errors import CnnlabError
+
+    try:
+        ensure_dataset("fashion_mnist", PROJECT_ROOT / "data", download=False)
+        return sample_image(PROJECT_ROOT / "data", "fashion_mnist", index=0)
+    except CnnlabError:
+        img = torch.zeros(28, 28)
+        img[6:22, 6:22] = 200
+        return torch.triu(img)
+
+
+def rgb_image(path: str, size: int) -> torch.Tensor:
+    """(3, H, W) floats in [0, 255]: the image given, else a small synthetic colour scene."""
+    if path:
+        from cnnlab.predict import open_image
+
+        img = open_image(path).convert("RGB")
+        img.thumbnail((size, size))
+        return torch.tensor(list(img.getdata()), dtype=torch.float32).T.reshape(
+            3, img.height, img.width
+        )
+    x = torch.zeros(3, 8, 8)
+    x[0, :, :4] = 10  # red on the left
+    x[1, :4, :] = 5  # green on top
+    x[2] = torch.arange(8.0)  # blue growing to the right
+    return x
+
+
+def demo_figures(
+    image: str, kernels: str, rgb: bool, stride: int, padding: int, size: int, lang: str
+) -> list[tuple[str, Figure]]:
+    """``cnnlab kernels``: (file name, figure) of the kernels, pooling (and rgb) demos."""
+    from cnnlab.errors import ConfigError
+
+    if kernels not in KERNEL_SETS:
+        raise ConfigError(f"kernels={kernels!r}: choose one of {', '.join(KERNEL_SETS)}.")
+    gray = load_gray(image, size) if image else default_image()
+    if min(gray.shape) < 3:
+        h, w = gray.shape
+        raise ConfigError(f"image={image!r} is {w}x{h} pixels; the 3x3 kernels need 3x3 or more.")
+    figures = [
+        ("kernels.png", kernel_figure(gray, KERNEL_SETS[kernels], stride, padding, lang=lang))
+    ]
+    # a small map, so the pooled values can be printed on the figure
+    small = torch.nn.functional.adaptive_avg_pool2d(gray[None, None], 8)[0, 0].round()
+    figures.append(("pooling.png", pooling_figure(small, lang=lang)))
+    if rgb:
+        edges = [
+            COURSE_KERNELS["vertical edge (course)"],
+            COURSE_KERNELS["horizontal edge (course)"],
+            [[0, 0, 0], [0, 1, 0], [0, 0, 0]],
+        ]
+        figures.append(("rgb.png", rgb_figure(rgb_image(image, min(size, 16)), edges, bias=1.0)))
+    return figures
