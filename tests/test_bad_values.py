@@ -20,6 +20,7 @@ import pytest
 
 from cnnlab.config import PROJECT_ROOT, compose_config, validate
 from cnnlab.errors import CnnlabError
+from cnnlab.options import check_keys
 from tests.support.bad_inputs import CASES, Workspace, _files, run_case
 
 from .conftest import script_main
@@ -75,7 +76,9 @@ def _call(argv: list[str], ws: Workspace) -> None:
         return
     out = next((a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")), ws["fresh"])
     overrides = [a for a in args if not a.startswith("hydra.")]
-    cfg = compose_config(entry.removesuffix(".py"), overrides, output_dir=out)
+    name = entry.removesuffix(".py")
+    check_keys(name, overrides, name)  # what train.py and eval.py check before Hydra starts
+    cfg = compose_config(name, overrides, output_dir=out)
     if entry == "train.py":
         from cnnlab.run import train
 
