@@ -7,9 +7,9 @@ random draw of the augmentation.
 
 from hydra.core.hydra_config import HydraConfig
 
+from cnnlab.build import build
 from cnnlab.cli import script, split_key_values
 from cnnlab.config import compose_config
-from cnnlab.run import build
 from cnnlab.viz.figures import augmentation_figure, save
 from cnnlab.viz.grids import augmentation_rows
 

@@ -3,10 +3,10 @@
 Takes the same overrides as train.py; no data is read (shapes come from the dataset's spec).
 """
 
+from cnnlab.build import build
 from cnnlab.cli import script
 from cnnlab.config import compose_config
 from cnnlab.models import layer_table, model_title
-from cnnlab.run import build
 
 
 def main(argv: list[str]) -> int:

@@ -16,12 +16,13 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
+from cnnlab.build import build
 from cnnlab.compare import Run, table
 from cnnlab.config import compose_config
 from cnnlab.errors import ConfigError
 from cnnlab.metrics import per_class_accuracy
 from cnnlab.record import fingerprint, read_metrics
-from cnnlab.run import build, train
+from cnnlab.run import train
 
 from .conftest import make_cfg
 

@@ -10,8 +10,8 @@ import shlex
 import pytest
 from omegaconf import OmegaConf
 
+from cnnlab.build import build
 from cnnlab.config import PROJECT_ROOT, compose_config, validate
-from cnnlab.run import build
 
 COURSE = PROJECT_ROOT / "docs" / "COURSE.md"
 CURSO = PROJECT_ROOT / "docs" / "CURSO.md"

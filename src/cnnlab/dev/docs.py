@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from cnnlab.build import build
 from cnnlab.config import CONFIG_DIR, compose_config
 from cnnlab.data.specs import SPECS
 from cnnlab.models import count_params, model_title
-from cnnlab.run import build
 
 
 def _dataset_columns() -> dict[str, list[str]]:
