@@ -261,12 +261,12 @@ def test_early_stopping_joins_the_fingerprint_once_it_is_on(tmp_path):
 def test_switches_added_later_keep_old_fingerprints_while_off_and_change_them_when_on(tmp_path):
     from omegaconf import OmegaConf
 
-    from cnnlab.record import ADDED_SWITCHES
+    from cnnlab.neutral_keys import switches
 
     cfg = compose_config("train", [], output_dir=tmp_path)
     base = fingerprint(cfg)
     old = OmegaConf.to_container(cfg, resolve=True)  # a config from before these switches
-    for path in ADDED_SWITCHES:
+    for path in switches():
         *parents, last = path.split(".")
         node = old
         for key in parents:

@@ -390,12 +390,13 @@ def test_early_stopping_is_off_by_default_and_in_the_run_fingerprint(tmp_path, t
 def test_switches_left_off_keep_the_fingerprint_of_runs_made_before_them(tmp_path, tiny_mnist):
     from omegaconf import open_dict
 
-    from cnnlab.record import ADDED_SWITCHES, fingerprint
+    from cnnlab.neutral_keys import switches
+    from cnnlab.record import fingerprint
 
     cfg = make_cfg(tmp_path, tiny_mnist)
     before = cfg.copy()
     with open_dict(before):  # the config as it was before these switches existed
-        for path in (p for p in ADDED_SWITCHES if not p.startswith("data.aug.")):
+        for path in (p for p in switches() if not p.startswith("data.aug.")):
             *parents, last = path.split(".")
             node = before
             for key in parents:
