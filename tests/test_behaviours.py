@@ -21,6 +21,7 @@ from cnnlab.compare import Run, table
 from cnnlab.config import compose_config
 from cnnlab.errors import ConfigError
 from cnnlab.metrics import per_class_accuracy
+from cnnlab.neutral_keys import always_neutral
 from cnnlab.record import fingerprint, read_metrics
 from cnnlab.run import train
 
@@ -182,23 +183,10 @@ NOT_RESULT_CHANGING = [
 ]
 
 
-# what a run's fingerprint leaves out (cnnlab.record.fingerprint): where things are, how
-# progress is shown and kept, loader settings that do not change the batches. Every other key
-# of the config changes the result or may, so it must change the fingerprint.
-NOT_HASHED = (
-    "paths.",
-    "logger.",
-    "callbacks.",  # but early stopping once it is on, below
-    "ckpt_path",
-    "skip_completed",
-    "auto_resume",
-    "trainer.default_root_dir",
-    "data.data_dir",
-    "data.mirrors",
-    "data.download",
-    "data.num_workers",
-    "data.pin_memory",
-)
+# what a run's fingerprint leaves out at any value: the table of cnnlab.neutral_keys (where
+# things are, how progress is shown and kept, loader and speed settings). Every other key of the
+# config changes the result or may, so it must change the fingerprint.
+NOT_HASHED = tuple(always_neutral())
 
 
 def _leaves(node, prefix=""):
