@@ -8,8 +8,9 @@ line naming the function here that relies on it, not somewhere deep in a run.
 Speed, switched by ``lean_loop`` (conf/train.yaml; on by default, the same results):
 
 - ``shown_step``: the training loss is logged only at the steps whose values Lightning shows.
-  ``self.log`` costs about 1 ms on a CPU, 12% of a LeNet-5 step, and Lightning discards the
-  step values its logger does not write (public API only).
+  ``self.log`` costs about 0.9-1 ms of CPU a call and Lightning discards the step values its
+  logger does not write: 4.4% of a whole LeNet-5 epoch at one thread, about twice that at two
+  (``python -m cnnlab.dev.lean_loop_share``; docs/PERFORMANCE.md). Public API only.
 
 Fixes of Lightning's behaviour (always on: a run is wrong without them):
 
