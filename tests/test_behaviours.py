@@ -16,12 +16,14 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
+from cnnlab.build import build
 from cnnlab.compare import Run, table
 from cnnlab.config import compose_config
 from cnnlab.errors import ConfigError
 from cnnlab.metrics import per_class_accuracy
+from cnnlab.neutral_keys import always_neutral
 from cnnlab.record import fingerprint, read_metrics
-from cnnlab.run import build, train
+from cnnlab.run import train
 
 from .conftest import make_cfg
 
@@ -181,23 +183,10 @@ NOT_RESULT_CHANGING = [
 ]
 
 
-# what a run's fingerprint leaves out (cnnlab.record.fingerprint): where things are, how
-# progress is shown and kept, loader settings that do not change the batches. Every other key
-# of the config changes the result or may, so it must change the fingerprint.
-NOT_HASHED = (
-    "paths.",
-    "logger.",
-    "callbacks.",  # but early stopping once it is on, below
-    "ckpt_path",
-    "skip_completed",
-    "auto_resume",
-    "trainer.default_root_dir",
-    "data.data_dir",
-    "data.mirrors",
-    "data.download",
-    "data.num_workers",
-    "data.pin_memory",
-)
+# what a run's fingerprint leaves out at any value: the table of cnnlab.neutral_keys (where
+# things are, how progress is shown and kept, loader and speed settings). Every other key of the
+# config changes the result or may, so it must change the fingerprint.
+NOT_HASHED = tuple(always_neutral())
 
 
 def _leaves(node, prefix=""):
@@ -260,12 +249,12 @@ def test_early_stopping_joins_the_fingerprint_once_it_is_on(tmp_path):
 def test_switches_added_later_keep_old_fingerprints_while_off_and_change_them_when_on(tmp_path):
     from omegaconf import OmegaConf
 
-    from cnnlab.record import ADDED_SWITCHES
+    from cnnlab.neutral_keys import switches
 
     cfg = compose_config("train", [], output_dir=tmp_path)
     base = fingerprint(cfg)
     old = OmegaConf.to_container(cfg, resolve=True)  # a config from before these switches
-    for path in ADDED_SWITCHES:
+    for path in switches():
         *parents, last = path.split(".")
         node = old
         for key in parents:

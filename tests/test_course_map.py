@@ -10,9 +10,9 @@ import shlex
 import pytest
 from omegaconf import OmegaConf
 
+from cnnlab.build import build
 from cnnlab.commands import COMMANDS as COMMANDS_BY_NAME
 from cnnlab.config import PROJECT_ROOT, compose_config, validate
-from cnnlab.run import build
 
 COURSE = PROJECT_ROOT / "docs" / "COURSE.md"
 CURSO = PROJECT_ROOT / "docs" / "CURSO.md"

@@ -235,7 +235,7 @@ def test_an_unknown_dataset_names_the_valid_ones():
     with pytest.raises(DataError) as err:
         spec_of("imagenet")
     assert str(err.value) == (
-        "Unknown dataset 'imagenet'. Valid: cifar10, fashion_mnist, mnist, svhn (choose one "
+        f"Unknown dataset 'imagenet'. Valid: {', '.join(sorted(SPECS_))} (choose one "
         "with data=<name>, or data=folder data.root=PATH for your own images)."
     )
 

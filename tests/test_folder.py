@@ -13,13 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
+from cnnlab.build import build
 from cnnlab.checkpoint import load_checkpoint
 from cnnlab.config import PROJECT_ROOT
 from cnnlab.data import FolderDataModule
 from cnnlab.errors import CheckpointError, CnnlabError, ConfigError, DataError
 from cnnlab.predict import input_normalization, predict
 from cnnlab.record import read_metrics
-from cnnlab.run import build, train
+from cnnlab.run import train
 
 from .conftest import FOLDER_CLASSES as CLASSES
 from .conftest import make_cfg, write_folder

@@ -9,8 +9,9 @@ from torch import nn
 from cnnlab.data.batch_augment import BatchAugmentation
 from cnnlab.errors import ConfigError
 from cnnlab.lit import ImageClassifier
+from cnnlab.memory_format import channels_last
 from cnnlab.models import MLP, LeNet5
-from cnnlab.run import channels_last, train
+from cnnlab.run import train
 
 from .conftest import make_cfg
 
@@ -124,8 +125,8 @@ def test_resident_path_refuses_augmentations_it_cannot_run():
 
 
 def test_resident_path_refuses_them_when_the_datamodule_is_built(tmp_path):
+    from cnnlab.build import build
     from cnnlab.config import compose_config
-    from cnnlab.run import build
 
     cfg = compose_config("train", ["data.resident=true", "aug=light"], output_dir=tmp_path)
     with pytest.raises(ConfigError, match=r"only aug.pad_crop and aug.hflip exist"):

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cnnlab.build import build
 from cnnlab.models import LeNet5
-from cnnlab.run import build
 from cnnlab.viz.figures import (
     augmentation_figure,
     feature_map_figure,

@@ -302,9 +302,7 @@ def _stand_in_trainer(lr=0.3, last="", epoch=2, step=17, **extra):
         checkpoint_callback=SimpleNamespace(last_model_path=last),
         current_epoch=epoch,
         global_step=step,
-        progress_bar_callback=None,
-        _logger_connector=SimpleNamespace(should_update_logs=False),
-        **extra,
+        **{"progress_bar_callback": None, "log_every_n_steps": 0, "should_stop": False, **extra},
     )
 
 
@@ -368,32 +366,37 @@ def test_training_loss_is_label_smoothed_evaluation_loss_is_not():
 
 
 @pytest.mark.parametrize(
-    "bar_rate,should_update,expected",
+    "bar_rate,every,stop,expected",
     [
-        (None, False, [False] * 6),  # no progress bar, the logger writes nothing now
-        (None, True, [True] * 6),  # the logger writes every step
-        (0, False, [False] * 6),  # a bar that never redraws
-        (3, False, [False, False, True, False, False, True]),  # batches 3 and 6 redraw
-        (1, False, [True] * 6),
-        (3, True, [True] * 6),
+        (None, 0, False, [False] * 6),  # no progress bar, no logger writes
+        (None, 1, False, [True] * 6),  # the logger writes every step
+        (None, 4, False, [False, False, True, False, False, False]),  # steps 17 + 1..6: 20
+        (None, 4, True, [True] * 6),  # training stops: the logger writes this step
+        (0, 0, False, [False] * 6),  # a bar that never redraws
+        (3, 0, False, [False, False, True, False, False, True]),  # batches 3 and 6 redraw
+        (1, 0, False, [True] * 6),
+        (3, 4, False, [False, False, True, False, False, True]),
     ],
 )
 def test_a_step_loss_is_logged_when_the_logger_writes_or_the_bar_redraws(
-    bar_rate, should_update, expected
+    bar_rate, every, stop, expected
 ):
     from types import SimpleNamespace
 
     model = _classifier()
     assert model._log_this_step(5) is True  # outside a trainer: always
-    trainer = _stand_in_trainer()
-    trainer._logger_connector.should_update_logs = should_update
+    trainer = _stand_in_trainer(log_every_n_steps=every, should_stop=stop)
     trainer.progress_bar_callback = (
         None if bar_rate is None else SimpleNamespace(refresh_rate=bar_rate)
     )
     model._trainer = trainer
-    assert [model._log_this_step(i) for i in range(6)] == expected
-    trainer.progress_bar_callback = SimpleNamespace()  # a bar without a refresh rate
-    assert model._log_this_step(2) is should_update
+    logged = []
+    for i in range(6):  # the step count moves on after each step's optimizer step
+        logged.append(model._log_this_step(i))
+        trainer.global_step += 1
+    assert logged == expected
+    model.lean_loop = False  # Lightning as shipped: every step
+    assert all(model._log_this_step(i) for i in range(6))
 
 
 def test_channels_last_reaches_the_net_and_changes_no_value():

@@ -19,12 +19,12 @@ import pytest
 import torch
 from PIL import Image
 
+from cnnlab.build import build
 from cnnlab.config import CONFIG_DIR, PROJECT_ROOT
 from cnnlab.data.formats import read_idx
 from cnnlab.data.specs import get_spec
 from cnnlab.errors import ConfigError
 from cnnlab.lr_find import check_range, smooth, steepest_fall
-from cnnlab.run import build
 from tests.support.synthetic import write_idx, write_mnist_like
 
 from .conftest import QUICK, make_cfg, one_line_error, subprocess_env

@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
+from cnnlab.build import build
 from cnnlab.checkpoint import build_datamodule, load_checkpoint
 from cnnlab.data import ImageDataModule
 from cnnlab.data.folder import FolderDataModule
 from cnnlab.errors import ConfigError
 from cnnlab.predict import predict
-from cnnlab.run import build
 
 from .conftest import tiny_run, write_folder
 

@@ -15,8 +15,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from cnnlab.build import build
 from cnnlab.errors import ModelError
-from cnnlab.run import build, train
+from cnnlab.run import train
 from cnnlab.viz.figures import feature_maps
 
 from .conftest import make_cfg

@@ -8,7 +8,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from cnnlab.callbacks import EMA
+from cnnlab.callbacks.ema import EMA
 from cnnlab.data.batch_augment import BatchMix
 from cnnlab.errors import ConfigError
 from tests.support.synthetic import write_mnist_like
@@ -128,7 +128,7 @@ def test_both_on_mix_some_batches_each_way():
 
 
 def test_mixed_batches_learn_soft_targets_and_count_accuracy_on_labels(tmp_path, tiny_mnist):
-    from cnnlab.run import build
+    from cnnlab.build import build
 
     dm, model = build(make_cfg(tmp_path, tiny_mnist, "aug.mixup_alpha=0.2", "data.val_size=100"))
     x = torch.randn(4, 1, 28, 28)
@@ -162,7 +162,7 @@ def test_mixing_trains_end_to_end_on_both_data_paths(switch, tmp_path, monkeypat
 
 
 def test_mixing_is_off_by_default_and_bad_alphas_are_refused(tmp_path, tiny_mnist):
-    from cnnlab.run import build
+    from cnnlab.build import build
 
     dm, _ = build(make_cfg(tmp_path, tiny_mnist))
     assert dm.batch_mix is None
@@ -214,8 +214,8 @@ def test_ema_evaluates_and_saves_the_moving_average_of_the_training_weights(tmp_
     assert _close(_net_state(folder / "last.ckpt"), expected)  # batch-norm statistics too
     assert not _close(expected, recorder.steps[-1])  # the average is not the last weights
     # the tested checkpoint holds the average of its epoch, and test/loss is that average's
+    from cnnlab.build import build
     from cnnlab.checkpoint import load_classifier
-    from cnnlab.run import build
 
     best_epoch = metrics["best_epoch"]
     assert _close(
@@ -284,7 +284,7 @@ def test_a_checkpoint_saved_during_validation_keeps_the_average_and_the_weights_
 
 
 def test_ema_is_off_by_default_and_a_bad_decay_is_refused(tmp_path, tiny_mnist):
-    from cnnlab.callbacks import EMA
+    from cnnlab.callbacks.ema import EMA
     from cnnlab.run import _callbacks
 
     assert not any(isinstance(c, EMA) for c in _callbacks(make_cfg(tmp_path, tiny_mnist)))
@@ -390,12 +390,13 @@ def test_early_stopping_is_off_by_default_and_in_the_run_fingerprint(tmp_path, t
 def test_switches_left_off_keep_the_fingerprint_of_runs_made_before_them(tmp_path, tiny_mnist):
     from omegaconf import open_dict
 
-    from cnnlab.record import ADDED_SWITCHES, fingerprint
+    from cnnlab.neutral_keys import switches
+    from cnnlab.record import fingerprint
 
     cfg = make_cfg(tmp_path, tiny_mnist)
     before = cfg.copy()
     with open_dict(before):  # the config as it was before these switches existed
-        for path in (p for p in ADDED_SWITCHES if not p.startswith("data.aug.")):
+        for path in (p for p in switches() if not p.startswith("data.aug.")):
             *parents, last = path.split(".")
             node = before
             for key in parents:
@@ -408,8 +409,9 @@ def test_switches_left_off_keep_the_fingerprint_of_runs_made_before_them(tmp_pat
 
 # -- test-time augmentation ----------------------------------------------------------------
 def test_flip_tta_tests_on_the_mean_of_both_passes(tmp_path, data_dir, monkeypatch):
+    from cnnlab.build import build
     from cnnlab.checkpoint import load_classifier
-    from cnnlab.run import build, evaluate, train
+    from cnnlab.run import evaluate, train
     from tests.support.synthetic import write_synthetic
 
     write_synthetic("fashion_mnist", data_dir, n_train=600, n_test=200)
@@ -436,8 +438,8 @@ def test_flip_tta_tests_on_the_mean_of_both_passes(tmp_path, data_dir, monkeypat
 
 @pytest.mark.parametrize("data", ["mnist", "svhn"])
 def test_flip_tta_is_refused_for_digits(data, tmp_path):
+    from cnnlab.build import build
     from cnnlab.config import compose_config
-    from cnnlab.run import build
 
     cfg = compose_config("train", [f"data={data}", "test_tta=flip"], output_dir=tmp_path)
     with pytest.raises(ConfigError, match=r"test_tta=flip is refused for (MNIST|SVHN): a mirrored"):

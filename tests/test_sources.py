@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from cnnlab.data.sources import ensure_dataset, get_spec
+from cnnlab.data.specs import SPECS
 from cnnlab.errors import DataError
 from tests.support.synthetic import write_cifar_like, write_mnist_like
 
@@ -75,7 +76,7 @@ def _resolves(host, *args, **kwargs):
     return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", 443))]
 
 
-@pytest.mark.parametrize("name", ["mnist", "cifar10", "svhn"])
+@pytest.mark.parametrize("name", sorted(SPECS))
 def test_offline_download_fails_fast_after_one_lookup_and_leaves_no_folders(
     name, tmp_path, monkeypatch
 ):
@@ -207,7 +208,7 @@ def test_unwritable_data_dir_is_reported(tmp_path):
 
 def test_unknown_dataset_lists_valid_ones():
     with pytest.raises(
-        DataError, match="Unknown dataset 'imagenet'. Valid: cifar10, fashion_mnist, mnist, svhn"
+        DataError, match=f"Unknown dataset 'imagenet'. Valid: {', '.join(sorted(SPECS))}"
     ):
         get_spec("imagenet")
 

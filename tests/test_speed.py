@@ -13,12 +13,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
+from pytorch_lightning.profilers import PassThroughProfiler
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cnnlab.callbacks import BATCH_HOOKS, skip_inherited_batch_hooks
+from cnnlab.build import build
 from cnnlab.errors import ConfigError
-from cnnlab.profiler import NoProfiler
-from cnnlab.run import build, cpu_threads, train
+from cnnlab.process_settings import cpu_threads
+from cnnlab.run import train
 from tests.support.synthetic import write_mnist_like
 
 from .conftest import QUICK, make_cfg, subprocess_env
@@ -183,7 +184,7 @@ def test_without_a_gpu_an_optimiser_step_does_not_look_for_the_nvml_library():
     code = """
 import ctypes, os, torch, pytorch_lightning
 assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1"  # Lightning's
-from cnnlab.run import configure_torch
+from cnnlab.process_settings import configure_torch
 configure_torch()
 opened, load = [], ctypes.CDLL.__init__
 ctypes.CDLL.__init__ = lambda self, name, *a, **k: (opened.append(name), load(self, name, *a, **k))
@@ -247,7 +248,7 @@ def test_a_run_profiles_nothing_unless_asked_then_reports_each_batch_in_the_run(
 ):
     plain = _SeeProfiler()
     train(make_cfg(tmp_path / "plain", mnist_dir, *QUICK, "trainer.max_epochs=1"), [plain])
-    assert len(plain.seen) == 10 and all(type(p) is NoProfiler for p in plain.seen)
+    assert len(plain.seen) == 10 and all(type(p) is PassThroughProfiler for p in plain.seen)
     assert not list((tmp_path / "plain").rglob("*profile*"))
 
     asked = _SeeProfiler()
@@ -260,33 +261,6 @@ def test_a_run_profiles_nothing_unless_asked_then_reports_each_batch_in_the_run(
     }
     assert rows["run_training_batch"] == "20"  # 2 epochs of 10 batches, each timed
     assert rows["[Callback]_SeeProfiler.on_train_batch_end"] == "20"
-    # the batch hooks a callback overrides are called at every batch; those it only inherits
-    # from pl.Callback (no-ops) are not dispatched at all, Lightning's own callbacks' included
-    assert rows["[Callback]TQDMProgressBar.on_train_batch_end"] == "20"
-    assert rows["[Callback]LearningRateMonitor.on_train_batch_start"] == "20"
-    called = {action.split("]", 1)[1] for action in rows if action.startswith("[Callback]")}
-    for hook in ("on_before_backward", "on_after_backward", "on_before_zero_grad"):
-        assert not [c for c in called if c.endswith("." + hook)], hook
-    assert "_SeeProfiler.on_train_batch_start" not in called
-    assert "_SeeProfiler.on_train_epoch_end" in called  # epoch hooks are not touched
-
-
-def test_only_batch_hooks_a_callback_inherits_unchanged_are_skipped():
-    class Mixin:
-        def on_after_backward(self, trainer, pl_module):
-            pass
-
-    class Mine(Mixin, pl.Callback):
-        def on_train_batch_end(self, trainer, pl_module, *args):
-            pass
-
-    mine = Mine()
-    mine.on_validation_batch_end = print  # set on the instance: the user's own, kept
-    skip_inherited_batch_hooks([mine])
-    kept = {h for h in BATCH_HOOKS if getattr(mine, h) is not None}
-    assert kept == {"on_after_backward", "on_train_batch_end", "on_validation_batch_end"}
-    assert mine.on_validation_batch_end is print
-    assert mine.on_train_epoch_end is not None  # not a batch hook: never touched
 
 
 def test_parallel_sweep_jobs_get_a_fair_share_of_the_cores(monkeypatch, mnist_dir, tmp_path):
@@ -323,8 +297,9 @@ def test_label_smoothing_smooths_training_targets_only(mnist_dir, tmp_path):
         build(make_cfg(tmp_path, mnist_dir, "loss.label_smoothing=1.0"))
 
 
+@pytest.mark.parametrize("lean", [True, False])
 def test_the_training_loss_is_logged_only_at_the_steps_the_logger_writes(
-    mnist_dir, tmp_path, monkeypatch
+    lean, mnist_dir, tmp_path, monkeypatch
 ):
     from cnnlab.lit import ImageClassifier
 
@@ -335,11 +310,18 @@ def test_the_training_loss_is_logged_only_at_the_steps_the_logger_writes(
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(ImageClassifier, "log", counting)
-    train(
-        make_cfg(tmp_path, mnist_dir, *QUICK, "trainer.max_epochs=2", "trainer.log_every_n_steps=3")
-    )
+    overrides = ("trainer.max_epochs=2", "trainer.log_every_n_steps=3", f"lean_loop={lean}")
+    train(make_cfg(tmp_path, mnist_dir, *QUICK, *overrides))
     acc = EventAccumulator(str(tmp_path / "run"))
     acc.Reload()
     written = [e.step for e in acc.Scalars("train/loss")]
-    assert written == [s for s in range(20) if (s + 1) % 3 == 0]  # 10 batches x 2 epochs
-    assert calls.count("train/loss") == len(written)  # not one self.log per step (1 ms each)
+    # TensorBoard shows the same points either way: 10 batches x 2 epochs
+    assert written == [s for s in range(20) if (s + 1) % 3 == 0]
+    # lean_loop: not one self.log per step (1 ms each); Lightning as shipped: every step
+    assert calls.count("train/loss") == (len(written) if lean else 20)
+
+
+@pytest.mark.parametrize("value", ["fast", 1, "null"])
+def test_a_bad_lean_loop_is_refused(value, mnist_dir, tmp_path):
+    with pytest.raises(ConfigError, match=r"lean_loop=.* must be true .* or false"):
+        train(make_cfg(tmp_path, mnist_dir, f"lean_loop={value}"))

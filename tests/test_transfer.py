@@ -18,11 +18,12 @@ import pytorch_lightning as pl
 import torch
 import torchvision
 
+from cnnlab.build import build
 from cnnlab.config import PROJECT_ROOT
 from cnnlab.errors import CnnlabError, ConfigError, ModelError
 from cnnlab.models.zoo import TorchvisionNet
 from cnnlab.record import fingerprint
-from cnnlab.run import build, evaluate, train
+from cnnlab.run import evaluate, train
 
 from .conftest import QUICK, make_cfg, one_line_error, subprocess_env, tiny_run
 

@@ -98,7 +98,7 @@ def _config(model: str, data: str, data_dir: Path, out: Path, extra: list[str]):
 
 
 def _net_and_data(cfg):
-    from cnnlab.run import build
+    from cnnlab.build import build
 
     datamodule, classifier = build(cfg)
     datamodule.prepare_data()
@@ -119,7 +119,7 @@ def measure(
     """One variant in this process: images/s over ``steps`` timed steps after ``warmup``."""
     import torch
 
-    from cnnlab.run import configure_torch
+    from cnnlab.process_settings import configure_torch
 
     configure_torch()
     torch.manual_seed(0)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from cnnlab.build import build
 from cnnlab.config import CONFIG_DIR, compose_config
 from cnnlab.data.specs import SPECS
 from cnnlab.models import count_params, model_title
-from cnnlab.run import build
 from tools import CHECKOUT
 
 

@@ -23,6 +23,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from cnnlab.allowlist import build_stored, check_stored
 from cnnlab.errors import CheckpointError
 from cnnlab.files import atomic_path
+from cnnlab.neutral_keys import places
 
 KEY = "cnnlab"
 # the largest stored input a checkpoint may claim: a 4096x4096 image of up to 16 channels
@@ -193,8 +194,9 @@ def build_net(info: dict[str, Any], where: str = "checkpoint") -> torch.nn.Modul
     return build_stored(node, "model", where, **sizes)
 
 
-# data-config keys that name places on disk: never taken from a checkpoint
-PATH_KEYS = ("data_dir", "mirrors", "root")
+# data-config keys that name places on disk: never taken from a checkpoint. data=folder's root
+# is one too, but not in the neutral table: its images are the data, so it changes the result
+PATH_KEYS = (*places("data"), "root")
 
 
 def build_datamodule(info: dict[str, Any], where: str, data_dir: str, mirrors: list[str]):

@@ -283,8 +283,8 @@ def lr_find(cfg: DictConfig) -> int:
 
 
 def summary(cfg: DictConfig) -> int:
+    from cnnlab.build import build
     from cnnlab.models import layer_table, model_title
-    from cnnlab.run import build
 
     datamodule, model = build(cfg)
     title = f"{model_title(model.net)} on {datamodule.spec.title}"
@@ -295,7 +295,7 @@ def summary(cfg: DictConfig) -> int:
 def augment(cfg: DictConfig) -> int:
     from hydra.core.hydra_config import HydraConfig
 
-    from cnnlab.run import build
+    from cnnlab.build import build
     from cnnlab.viz.figures import augmentation_figure, save
     from cnnlab.viz.grids import augmentation_rows
 

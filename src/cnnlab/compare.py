@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import CnnlabError
+from cnnlab.viz.bar_chart import Bars
 
 METRIC_COLUMNS = ("val/acc", "val/acc_best", "test/acc", "test/loss")
 INFO_COLUMNS = ("params", "epochs", "wall_s", "status")
@@ -342,20 +343,6 @@ def to_csv(header: Sequence[str], rows: Sequence[Sequence[Any]], path: str | Pat
         )
         writer.writerows(map(cells, rows))
     return path
-
-
-@dataclass(frozen=True)
-class Bars:
-    """What a sweep's bar chart shows (``cnnlab.viz.figures.sweep_figure`` draws it): a bar per
-    row of the table, in the order of its swept values."""
-
-    metric: str
-    labels: list[str]  # the row's swept values, and its number of runs when several
-    values: list[float]  # the metric, or its mean over the row's runs
-    errors: list[float]  # one sample std over the row's runs; 0 for a single run
-    colour_by: str | None  # the first swept key: bars with one value of it share a colour
-    colours: list[str]  # each bar's value of it ("" without swept keys)
-    title: str
 
 
 def bars(runs: Sequence[Run], metric: str = "test/acc", group: bool = True) -> Bars:

@@ -161,6 +161,11 @@ def check_profiler(name: object) -> None:
         )
 
 
+def plain(cfg: Any) -> Any:
+    """Config node -> plain dicts/lists (checkpoints and records hold no OmegaConf objects)."""
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+
+
 def create(node: Any, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate``, but a user error raised inside comes out as itself.
 

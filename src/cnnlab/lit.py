@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from cnnlab.errors import ConfigError, TrainingDiverged
 from cnnlab.finetune import Finetune, param_groups, scaled_scheduler
+from cnnlab.lightning_workarounds import shown_step
 from cnnlab.metrics import per_class_accuracy
 
 
@@ -54,7 +55,8 @@ class ImageClassifier(pl.LightningModule):
         # losses stay comparable between runs with and without smoothing
         self.train_criterion = nn.CrossEntropyLoss(label_smoothing=float(label_smoothing))
         self.criterion = nn.CrossEntropyLoss()
-        self.test_tta = test_tta  # "flip" or None; checked against the dataset by cnnlab.run
+        self.test_tta = test_tta  # "flip" or None; checked against the dataset by cnnlab.build
+        self.lean_loop = True  # the run's lean_loop switch (cnnlab.run sets it); not a result
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         # training loss sum, correct predictions, samples: three running sums instead of
         # torchmetrics objects, whose per-step bookkeeping costs ~10% of a LeNet-5 step on CPU
@@ -75,15 +77,6 @@ class ImageClassifier(pl.LightningModule):
         object.__setattr__(
             self, "_run", torch.compile(self.net, backend=backend) if compile else self.net
         )
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning names the hook it is in before and after every hook call, ~40 times a
-        # training step. nn.Module.__setattr__ first checks each value against parameters,
-        # modules and buffers (~2 us, three Python-level isinstance hooks); a name is none.
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
@@ -113,19 +106,11 @@ class ImageClassifier(pl.LightningModule):
         return loss
 
     def _log_this_step(self, batch_idx: int) -> bool:
-        """Whether this step's loss is logged: at the steps the logger writes (every
-        ``trainer.log_every_n_steps``) and the progress bar redraws, and no others.
-
-        ``self.log`` costs about 1 ms on a CPU, 12% of a LeNet-5 step, and Lightning discards
-        the step values its logger does not write; skipping them changes nothing it shows.
-        """
+        """Whether this step's loss is logged: with ``lean_loop`` (the default) only at the steps
+        whose values Lightning shows (``cnnlab.lightning_workarounds.shown_step``), else at every
+        step, as Lightning's own examples do."""
         trainer = self._trainer
-        if trainer is None:  # called outside a Trainer
-            return True
-        bar = trainer.progress_bar_callback
-        rate = getattr(bar, "refresh_rate", 0) if bar is not None else 0
-        redraw = rate > 0 and (batch_idx + 1) % rate == 0
-        return redraw or trainer._logger_connector.should_update_logs
+        return trainer is None or not self.lean_loop or shown_step(trainer, batch_idx)
 
     def on_train_epoch_end(self) -> None:
         loss_sum, correct, n = self.trainer.strategy.reduce(self.train_sums, reduce_op="sum")

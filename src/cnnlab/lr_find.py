@@ -22,11 +22,12 @@ import torch
 from omegaconf import DictConfig
 from pytorch_lightning.tuner import Tuner
 
+from cnnlab.build import build
 from cnnlab.config import create, validate
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.lit import ImageClassifier
 from cnnlab.models import model_title
-from cnnlab.run import build, configure_torch
+from cnnlab.process_settings import configure_torch
 
 # the suggestion skips the first 10 and the last point and needs 2 more to compare
 MIN_STEPS = 20

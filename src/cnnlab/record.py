@@ -24,8 +24,10 @@ from filelock import SoftFileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
+from cnnlab.config import plain
 from cnnlab.errors import CheckpointError, CnnlabError, ConfigError
 from cnnlab.files import atomic_path
+from cnnlab.neutral_keys import ANY, NEUTRAL_MODEL_KEYS, always_neutral, switches
 
 log = logging.getLogger("cnnlab")
 
@@ -65,66 +67,37 @@ def read_metrics(run_dir: str | Path, name: str = METRICS_FILE) -> dict[str, Any
     return metrics if isinstance(metrics, dict) else None
 
 
-def _plain(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
-
-
-# keys added after runs were recorded, with their value that changes nothing: left out of the
-# hash while they have it, so re-running an old sweep skips its completed jobs
-ADDED_SWITCHES: dict[str, Any] = {
-    "ema": {"enabled": False, "decay": 0.999},
-    "test_tta": None,
-    "aug.mixup_alpha": 0.0,
-    "aug.cutmix_alpha": 0.0,
-    "data.aug.mixup_alpha": 0.0,  # data.aug is ${aug}
-    "data.aug.cutmix_alpha": 0.0,
-    "trainer.gradient_clip_val": None,
-    "data.normalize": "dataset",
-    # transfer learning (README "Transfer learning"): the start, the inputs, fine-tuning
-    "model.pretrained": False,
-    "model.init_from": None,
-    "model.strict": True,
-    "data.image_size": None,
-    "data.mean": None,
-    "data.std": None,
-    "finetune": {"freeze_epochs": 0, "backbone_lr": 1.0, "unfreeze": "all", "k": 1},
-}
-# model keys added to some families only, with their value that changes nothing there
-# (simple_cnn had model.head from the start: its head stays in the hash)
-ADDED_MODEL_SWITCHES: dict[str, dict[str, Any]] = {
-    "head": {"LeNet5": "flatten", "AlexNet": "flatten", "VGG": "flatten", "ResNet": "gap"},
-}
-
-
 def fingerprint(cfg: DictConfig) -> str:
     """A hash of what determines a run's result.
 
-    Left out: where data and outputs live (paths, logger and checkpoint directories), how
-    progress is shown, and loader settings that do not change the batches.
+    Left out: the keys of ``cnnlab.neutral_keys`` (where data and outputs live, how progress
+    is shown, loader and speed settings), and switches added later while they are off.
     """
-    plain = _plain(cfg)
+    tree = plain(cfg)
     # early stopping changes the result; the other callbacks only what is shown and kept
-    stopping = (plain.get("callbacks") or {}).get("early_stopping") or {}
-    for key in ("paths", "ckpt_path", "skip_completed", "auto_resume", "callbacks", "logger"):
-        plain.pop(key, None)
+    stopping = (tree.get("callbacks") or {}).get("early_stopping") or {}
+    for path in always_neutral():
+        _drop(tree, path)
     if stopping.get("patience") is not None:
-        plain["early_stopping"] = stopping
-    for path, off in ADDED_SWITCHES.items():  # runs recorded before a switch existed still match
-        *parents, last = path.split(".")
-        node = plain
-        for key in parents:
-            node = node.get(key) or {}
-        if last in node and node[last] == off:
-            del node[last]
-    model = plain.get("model") or {}
+        tree["early_stopping"] = stopping
+    for path, off in switches().items():  # runs recorded before a switch existed still match
+        _drop(tree, path, off)
+    model = tree.get("model") or {}
     family = str(model.get("_target_", "")).rsplit(".", 1)[-1]
-    for key, offs in ADDED_MODEL_SWITCHES.items():
+    for key, offs in NEUTRAL_MODEL_KEYS.items():
         if family in offs and key in model and model[key] == offs[family]:
             del model[key]
-    plain.get("trainer", {}).pop("default_root_dir", None)
-    for key in ("data_dir", "mirrors", "download", "num_workers", "pin_memory"):
-        plain.get("data", {}).pop(key, None)
-    return hashlib.sha1(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha1(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _drop(tree: dict[str, Any], path: str, off: Any = ANY) -> None:
+    """Delete the dotted ``path`` from ``tree`` (if it holds ``off``, unless ``off`` is ANY)."""
+    *parents, last = path.split(".")
+    node = tree
+    for key in parents:
+        node = node.get(key) or {}
+    if last in node and (off is ANY or node[last] == off):
+        del node[last]
 
 
 def checkpoint_dir(cfg: DictConfig) -> Path:

@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,10 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, Pr
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from cnnlab.callbacks import EMA, InterruptCheckpoint, skip_inherited_batch_hooks
+from cnnlab.build import build, check_tta
+from cnnlab.callbacks.checkpointing import InterruptCheckpoint
+from cnnlab.callbacks.ema import EMA
 from cnnlab.checkpoint import (
     AtomicCheckpointIO,
     RunInfo,
@@ -37,14 +37,12 @@ from cnnlab.checkpoint import (
     load_classifier,
 )
 from cnnlab.cli import in_multirun
-from cnnlab.config import create, overrides, validate
+from cnnlab.config import create, overrides, plain, validate
 from cnnlab.errors import CheckpointError, ConfigError, DiskFull
-from cnnlab.finetune import finetune_settings, head_params
-from cnnlab.lit import ImageClassifier
 from cnnlab.loggers import logger_callbacks
 from cnnlab.metrics import per_class_accuracy
-from cnnlab.models import check_forward, count_params, layer_table, model_title
-from cnnlab.models.zoo import check_input_size
+from cnnlab.models import count_params, layer_table, model_title
+from cnnlab.process_settings import configure_torch, cpu_threads
 from cnnlab.profiler import make_profiler
 from cnnlab.record import (
     EVAL_METRICS_FILE,
@@ -59,71 +57,10 @@ from cnnlab.record import (
     write_hydra_record,
     write_metrics,
 )
-from cnnlab.resources import check_accelerator, check_fits_in_memory, peak_rss_mb
-from cnnlab.startup import NVML_CHECK
+from cnnlab.resources import check_accelerator, peak_rss_mb
 from cnnlab.viz.labels import check_lang, label
-from cnnlab.weights import (
-    fill_inputs,
-    head_keys,
-    load_start,
-    net_args,
-    start_inputs,
-    starts_from,
-)
 
 log = logging.getLogger("cnnlab")
-
-
-def configure_torch() -> None:
-    """Process-wide settings every run wants."""
-    # Denormal floats make CPU arithmetic several times slower; small nets' weights and
-    # gradients drift into that range late in training (measured: LeNet-5 ran ~6x slower).
-    torch.set_flush_denormal(True)
-    # Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 so that looking for GPUs never initialises
-    # CUDA (forked workers could not use it). torch then also looks for the NVML library on
-    # every optimiser step: where there is none, a failed dlopen each step (~1% of a LeNet-5
-    # step on a CPU). Without a GPU there is no CUDA to keep uninitialised.
-    if os.environ.get(NVML_CHECK) == "1" and not torch.cuda.is_available():
-        del os.environ[NVML_CHECK]
-    # The in-memory loaders need no worker processes; Lightning's advice to add some is noise.
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
-    # an advertisement Lightning prints on every run
-    lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
-    if not any(isinstance(f, _NoAdverts) for f in lightning_log.filters):
-        lightning_log.addFilter(_NoAdverts())
-    # Saving a whole training state (as the learning-rate finder does) logs "`weights_only` was
-    # not set, defaulting to `False`": a save option (weights alone, or the optimiser's state
-    # too), which reads as if checkpoints were loaded unsafely. They never are (checkpoint.py).
-    saving_log = logging.getLogger("pytorch_lightning.trainer.connectors.checkpoint_connector")
-    if not any(isinstance(f, _NoSaveOptionNote) for f in saving_log.filters):
-        saving_log.addFilter(_NoSaveOptionNote())
-
-
-class _NoAdverts(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "💡 Tip" not in str(record.msg)
-
-
-class _NoSaveOptionNote(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "`weights_only` was not set" not in str(record.msg)
-
-
-def cpu_threads(cfg: DictConfig) -> int | None:
-    """torch's CPU threads for this process: ``threads``, else a fair share of the cores when
-    a parallel launcher runs several jobs at once (2 jobs x 2 threads on 2 cores spin against
-    each other and run slower than one job at a time), else None (torch's default)."""
-    if cfg.get("threads"):
-        return int(cfg.threads)
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return None
-    n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs")
-    if isinstance(n_jobs, int) and n_jobs > 1:
-        return max(1, (os.cpu_count() or 1) // n_jobs)
-    return None
 
 
 def _scalar(metrics: dict[str, Any], key: str) -> float | None:
@@ -134,120 +71,14 @@ def _scalar(metrics: dict[str, Any], key: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _plain(cfg: Any) -> Any:
-    """Config node -> plain dicts/lists (checkpoints must hold no OmegaConf objects)."""
-    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
-
-
-def build(cfg: DictConfig):
-    """Instantiate data and model from the config; no data is read yet.
-
-    A start from weights (``model.pretrained``, ``model.init_from``: ``cnnlab.weights``) sets
-    the data's null input keys (normalisation, image size) first, and its tensors are loaded
-    into the net here, unless the run resumes from its own checkpoint.
-    """
-    node = _plain(cfg.model)
-    inputs = start_inputs(node)
-    datamodule = create(cfg.data, _recursive_=False)
-    if inputs and fill_inputs(cfg.data, inputs, datamodule.input_shape[0]):
-        datamodule = create(cfg.data, _recursive_=False)  # again, with the weights' inputs
-    shape, classes = datamodule.input_shape, datamodule.num_classes
-    args = net_args(node)
-
-    def make(num_classes: int, input_shape=shape) -> torch.nn.Module:
-        return create(args, input_shape=input_shape, num_classes=num_classes)
-
-    with torch.device("meta"):  # sizes first, storage later: a typo'd width must not fill the RAM
-        probe = make(classes)
-    # a net that cannot take the data fails here, naming the layer and the image size it takes
-    check_input_size(probe, shape, make)
-    check_fits_in_memory(count_params(probe, trainable_only=False), _model_choice(cfg))
-    net = make(classes)
-    check_forward(net, shape)  # sizes lazy layers for real
-    if datamodule.batch_size < 2 and any(isinstance(m, _BatchNorm) for m in net.modules()):
+def lean_loop(value: Any) -> bool:
+    """``lean_loop``: true or false (cnnlab.lightning_workarounds)."""
+    if not isinstance(value, bool):
         raise ConfigError(
-            f"data.batch_size={datamodule.batch_size} cannot train batch norm: a batch of one "
-            f"image has no variance to normalise by. Use data.batch_size=2 or more, or "
-            f"model.batch_norm=false."
-        )
-    finetune = finetune_settings(_plain(cfg.get("finetune")), cfg.trainer.max_epochs)
-    starts = starts_from(node)
-    head = head_keys(make, classes, shape) if finetune or starts else set()
-    if starts and not cfg.get("ckpt_path"):  # a resumed run's checkpoint holds its weights
-        log.info(load_start(net, node, head))
-    if finetune:
-        finetune["head"] = head_params(net, head)
-    model = ImageClassifier(
-        net,
-        num_classes=datamodule.num_classes,
-        optimizer=_plain(cfg.optimizer),
-        scheduler=_plain(cfg.get("scheduler")),
-        class_names=list(datamodule.classes),
-        channels_last=channels_last(cfg.get("channels_last", False), net, cfg.trainer.accelerator),
-        compile=cfg.get("compile", False),
-        label_smoothing=(cfg.get("loss") or {}).get("label_smoothing", 0.0),
-        test_tta=check_tta(cfg.get("test_tta"), datamodule.spec),
-        finetune=finetune,
-    )
-    return datamodule, model
-
-
-def channels_last(value: Any, net: torch.nn.Module, accelerator: str) -> bool:
-    """``channels_last``: true, false, or auto = on for a CPU run of a net with convolutions,
-    unless it has a batch norm over image maps of a width that is slow in that layout.
-
-    Measured on a 2-core CPU (README "Performance"): channels-last makes convolution backward
-    and pooling about twice as fast (a LeNet-5 epoch 3.53 -> 2.71 s; a VGG-11-BN epoch about
-    1.3x faster); PyTorch's CPU batch norm vectorises over the channels in that layout and is
-    several times slower on narrow layers (LeNet-5's C1 has 6); a net without convolutions
-    gains nothing. GPUs were not measured here, so auto leaves them as they were.
-    """
-    if value != "auto":
-        return bool(value)
-    on_cpu = accelerator == "cpu" or (
-        accelerator == "auto"
-        and not torch.cuda.is_available()
-        and not torch.backends.mps.is_available()
-    )
-    layers = list(net.modules())
-    return (
-        on_cpu
-        and any(isinstance(m, torch.nn.Conv2d) for m in layers)
-        and not any(_slow_in_channels_last(m) for m in layers)
-    )
-
-
-def _slow_in_channels_last(layer: torch.nn.Module) -> bool:
-    """A batch norm over image maps whose width PyTorch's CPU kernel handles slowly in
-    channels-last. Measured (forward + backward, batches of 256): 6 channels 20 ms against
-    2.5 ms in the standard layout, 12: 16 vs 7, 20: 4.2 vs 2.0; 16, 24, 32, 40, 64, 96: as fast
-    or up to 2.7x faster."""
-    if not isinstance(layer, torch.nn.BatchNorm2d):
-        return False
-    return layer.num_features < 16 or layer.num_features % 8 != 0
-
-
-def check_tta(value: Any, spec) -> str | None:
-    """``test_tta``: None or "flip", refused for datasets whose mirror images change the class."""
-    if value is None:
-        return None
-    if value != "flip":
-        raise ConfigError(
-            f"test_tta={value!r} is not a test-time augmentation: use test_tta=flip (the mean "
-            f"of each image's and its mirror image's softmax) or test_tta=null."
-        )
-    if not spec.hflip_keeps_label:
-        raise ConfigError(
-            f"test_tta=flip is refused for {spec.title}: a mirrored digit is another symbol or "
-            f"none, so averaging its prediction in would blur the answer. Use test_tta=null."
+            f"lean_loop={value!r} must be true (cut Lightning's per-step costs; the same "
+            f"results) or false (Lightning as shipped)."
         )
     return value
-
-
-def _model_choice(cfg: DictConfig) -> str:
-    """The model as the user chose it: model=NAME and its overrides (for messages)."""
-    chosen = [o for o in overrides() if o.lstrip("+~").startswith("model")]
-    return " ".join(chosen) or f"model {cfg.model.get('_target_', '?')}"
 
 
 def _callbacks(cfg: DictConfig) -> list[pl.Callback]:
@@ -334,6 +165,7 @@ def _train(
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule, model = build(cfg)  # bad model/data values fail here, before any data I/O
+    model.lean_loop = lean_loop(cfg.get("lean_loop", True))
     table = layer_table(
         model.net, datamodule.input_shape, f"{model_title(model.net)} on {datamodule.spec.title}"
     )
@@ -345,8 +177,8 @@ def _train(
             cfg.ckpt_path,
             model.net,
             datamodule.spec.name,
-            _plain(cfg.optimizer),
-            _plain(cfg.get("scheduler")),
+            plain(cfg.optimizer),
+            plain(cfg.get("scheduler")),
         )
         earlier = elapsed_before(info)
     datamodule.prepare_data()  # missing or corrupt data fails here, in seconds
@@ -356,7 +188,7 @@ def _train(
     if not loggers:  # logger=none: a learning-rate monitor would have nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     callbacks.append(
-        RunInfo(_plain(cfg), datamodule.input_shape, datamodule.classes, start, earlier)
+        RunInfo(plain(cfg), datamodule.input_shape, datamodule.classes, start, earlier)
     )
     callbacks.append(InterruptCheckpoint(str(checkpoint_dir(cfg))))
     callbacks.extend(extra)
@@ -370,7 +202,6 @@ def _train(
         plugins=[AtomicCheckpointIO()],
         profiler=make_profiler(cfg.trainer.get("profiler"), output_dir),
     )
-    skip_inherited_batch_hooks(trainer.callbacks)  # Lightning's own (ModelSummary) included
 
     metrics: dict[str, Any] = {
         "status": "running",
@@ -468,7 +299,7 @@ def _log_hparams(loggers: list, cfg: DictConfig, metrics: dict[str, Any]) -> Non
         if k in ("val/acc", "val/acc_best", "test/acc", "test/loss") and v is not None
     }
     params = _flatten(
-        {k: _plain(cfg[k]) for k in ("model", "data", "optimizer", "aug", "seed") if k in cfg}
+        {k: plain(cfg[k]) for k in ("model", "data", "optimizer", "aug", "seed") if k in cfg}
     )
     params["trainer.max_epochs"] = cfg.trainer.get("max_epochs")
     for logger in loggers:  # only TensorBoard links hyper-parameters to metrics

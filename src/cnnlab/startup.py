@@ -59,7 +59,7 @@ def without_triton_on_cpu() -> bool:
     import torch
 
     # the GPU check that does not initialise CUDA, as Lightning sets it (a forked worker
-    # could not use CUDA after that); cnnlab.run.configure_torch drops it again without a GPU
+    # could not use CUDA after that); cnnlab.process_settings.configure_torch drops it again without a GPU
     os.environ.setdefault(NVML_CHECK, "1")
     xpu = getattr(torch, "xpu", None)  # Intel GPUs compile with Triton too (torch >= 2.4)
     if torch.cuda.is_available() or (xpu is not None and xpu.is_available()):

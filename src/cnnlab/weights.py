@@ -5,7 +5,7 @@ torch's or Hugging Face's cache, downloaded when online), ``model.pretrained=PAT
 dict: ``.pth``/``.pt`` read with ``torch.load(weights_only=True)``, or ``.safetensors``) and
 ``model.init_from=CKPT`` (a cnnlab checkpoint, read by ``cnnlab.checkpoint.load_checkpoint``:
 its config is data, only its tensors are used) work for every net, the zoo's included: they
-are applied by ``cnnlab.run.build`` after the net is built, so no net class knows of them
+are applied by ``cnnlab.build.build`` after the net is built, so no net class knows of them
 and a net rebuilt from a checkpoint never loads (or downloads) anything.
 
 The head is the set of tensors whose shape depends on the class count (found by building

@@ -26,6 +26,7 @@ from cnnlab.data.specs import (
 )
 from cnnlab.data.splits import check_folds, holdout, split_count, stratified_fold
 from cnnlab.errors import ConfigError
+from cnnlab.lightning_workarounds import batch_position
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +243,7 @@ class ImageDataModule(pl.LightningDataModule):
         t = self.trainer
         if t is None or not t.training or (self.batch_aug is None and self.batch_mix is None):
             return self.normalize(x), y
-        key = (t.current_epoch, t.fit_loop.epoch_loop.batch_progress.current.ready, t.global_rank)
+        key = (t.current_epoch, batch_position(t), t.global_rank)
         if self.batch_aug is not None:
             x = self.batch_aug(x, key)
         x = self.normalize(x)

@@ -18,7 +18,7 @@ import struct
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -30,10 +30,22 @@ try:  # numpy >= 2 (numpy.core is a deprecated alias there)
 except ImportError:  # pragma: no cover - numpy 1
     from numpy.core.multiarray import _reconstruct
 
-if TYPE_CHECKING:
-    from cnnlab.data.specs import DatasetSpec
-
 Split = tuple[torch.Tensor, torch.Tensor]  # uint8 N x C x H x W images, int64 labels
+
+
+class DatasetFacts(Protocol):
+    """What a format reads of a dataset's spec (``cnnlab.data.specs.DatasetSpec`` has it all):
+    formats need no more, and the specs module, which builds each spec from a format, stays the
+    one that imports the other."""
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def shape(self) -> tuple[int, int, int]: ...
+
+    @property
+    def classes(self) -> tuple[str, ...]: ...
 
 
 def md5sum(path: Path, chunk: int = 1 << 20) -> str:
@@ -75,11 +87,11 @@ class Format(ABC):
         """md5 sums torchvision knows for the files in their stored (downloaded) form."""
 
     @abstractmethod
-    def check(self, folder: Path, spec: DatasetSpec) -> None:
+    def check(self, folder: Path, spec: DatasetFacts) -> None:
         """Raise DataError naming the first file in ``folder`` that is not a sound copy."""
 
     @abstractmethod
-    def read(self, folder: Path, spec: DatasetSpec, train: bool) -> Split:
+    def read(self, folder: Path, spec: DatasetFacts, train: bool) -> Split:
         """The official train or test split of checked files."""
 
     @abstractmethod
@@ -353,7 +365,7 @@ def _stamp(path: Path) -> list:
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def check_md5(fmt: Format, folder: Path, spec: DatasetSpec) -> None:
+def check_md5(fmt: Format, folder: Path, spec: DatasetFacts) -> None:
     sums = fmt.known_md5()
     cache, checked = _verified(folder), {}
     for name in fmt.files:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,10 +23,8 @@ from cnnlab.files import atomic_path
 from cnnlab.metrics import per_class_accuracy
 from cnnlab.models.blocks import ACTIVATIONS
 from cnnlab.models.summary import record
+from cnnlab.viz.bar_chart import Bars
 from cnnlab.viz.labels import label
-
-if TYPE_CHECKING:
-    from cnnlab.compare import Bars
 
 
 def subplots(rows: int = 1, cols: int = 1, figsize=None, **kw) -> tuple[Figure, Axes | np.ndarray]:
