@@ -3,22 +3,7 @@
 
 import sys
 
-import hydra
-from omegaconf import DictConfig
-
-from cnnlab.cli import run_app
-from cnnlab.commands import before_app
-from cnnlab.startup import heavy_imports
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
-    with heavy_imports():
-        from cnnlab.run import evaluate
-
-    run_app(evaluate, cfg)
-
+from cnnlab.apps import start
 
 if __name__ == "__main__":
-    before_app("eval", sys.argv[1:])  # --help, and a typo'd key named with its fix
-    main()
+    start("eval", sys.argv[1:])

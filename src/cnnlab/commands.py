@@ -9,7 +9,6 @@ write their files into ``hydra.run.dir``. Nothing heavy is imported before a com
 from __future__ import annotations
 
 import os
-import runpy
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.cli import EXIT_USER_ERROR
-from cnnlab.config import PROJECT_ROOT, compose_config
+from cnnlab.config import compose_config
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.options import check_keys, defaults_of, help_text, intro
 
@@ -426,10 +425,10 @@ def compose_command(command: Command, argv: list[str]) -> DictConfig:
 def run(name: str, argv: list[str]) -> int:
     """Run one command with its arguments; returns the exit status."""
     command = COMMANDS[name]
-    if command.run is None:  # train.py / eval.py themselves, as if started as a script
-        script = str(PROJECT_ROOT / f"{command.config}.py")
-        sys.argv = [script, *argv]
-        runpy.run_path(script, run_name="__main__")
+    if command.run is None:  # the Hydra app (cnnlab.apps), as train.py / eval.py start it
+        from cnnlab.apps import start
+
+        start(command.config, argv)
         return 0
     if any(a in HELP for a in argv):
         print(command_help(command))
@@ -462,11 +461,10 @@ def complete(argv: list[str]) -> int:
     app = "eval" if COMMANDS[name].config == "eval" else "train"
     if words:  # the app reads the line after its own name: drop "cnnlab"
         os.environ["COMP_LINE"] = os.environ["COMP_LINE"].split(None, 1)[-1]
-    script = PROJECT_ROOT / f"{app}.py"
-    # the name the installed completion answers to is sys.argv[0], which runpy would set to
-    # the script's path: the app's code is run as __main__ here instead
-    sys.argv = ["cnnlab", *argv]
-    exec(compile(script.read_text(), str(script), "exec"), {"__name__": "__main__"})
+    from cnnlab.apps import APPS
+
+    sys.argv = ["cnnlab", *argv]  # the name the installed completion answers to
+    APPS[app]()
     return 0
 
 

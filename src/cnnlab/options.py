@@ -286,7 +286,7 @@ def check_keys(config_name: str, argv: Sequence[str], command: str) -> None:
         group, wrong = option[1], option[2]
         choices = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
         close = difflib.get_close_matches(wrong, choices, n=1, cutoff=0.6)
-        hint = f"did you mean {group}={close[0]}? " if close else ""
+        hint = f": did you mean {group}={close[0]}?" if close else ""
         raise ConfigError(
-            f"{group}={wrong} is not an option: {hint}(options: {', '.join(choices)})."
+            f"{group}={wrong} is not an option{hint} (options: {', '.join(choices)})."
         ) from None
