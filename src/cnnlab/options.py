@@ -234,7 +234,7 @@ def _all_keys(node: DictConfig, prefix: str = "") -> Iterator[str]:
                 yield from _all_keys(value, full + ".")
 
 
-def _plain_overrides(argv: Sequence[str]) -> list[str]:
+def first_job(argv: Sequence[str]) -> list[str]:
     """The overrides as one job of them: a sweep ``a=1,2`` is its first value; ``-m`` goes."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -260,7 +260,7 @@ def check_keys(config_name: str, argv: Sequence[str], command: str) -> None:
     """A key or option that conf/ does not have: ConfigError naming the closest one there is.
 
     Other composition errors are left to the command (Hydra's own messages)."""
-    overrides = _plain_overrides(argv)
+    overrides = first_job(argv)
     try:
         compose_with_hydra(config_name, overrides)
         return
