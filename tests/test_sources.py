@@ -563,7 +563,7 @@ def test_a_hung_name_lookup_is_left_in_a_daemon_thread(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: release.wait(5))
     before = set(threading.enumerate())
     try:
-        assert sources._unreachable("https://example.org/x").endswith("took over 0.05 s")
+        assert sources.unreachable("https://example.org/x").endswith("took over 0.05 s")
         (hung,) = set(threading.enumerate()) - before
         assert hung.daemon  # so it cannot keep the process alive after the run ends
     finally:
@@ -573,9 +573,9 @@ def test_a_hung_name_lookup_is_left_in_a_daemon_thread(monkeypatch):
 def test_a_name_that_resolves_is_reachable_with_the_real_resolver():
     # localhost resolves without a network (/etc/hosts); the real getaddrinfo, not a stand-in,
     # so a lookup with a missing port or a socket type it refuses would show up here
-    from cnnlab.data.sources import _unreachable
+    from cnnlab.data.sources import unreachable
 
-    assert _unreachable("https://localhost/cifar-10-python.tar.gz") is None
+    assert unreachable("https://localhost/cifar-10-python.tar.gz") is None
 
 
 def test_gzipped_files_in_the_layout_itself_are_unpacked_beside_themselves(data_dir, caplog):

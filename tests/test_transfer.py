@@ -250,13 +250,28 @@ def test_offline_published_weights_fail_in_one_line_leaving_no_folder(tiny_mnist
 
 def test_offline_timm_weights_name_the_hugging_face_cache(tmp_path, monkeypatch):
     pytest.importorskip("timm")
+    import huggingface_hub
+
+    from cnnlab.data import sources
     from cnnlab.weights import published, published_file
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # a machine whose resolver cannot find the hub, as offline (HF_HUB_OFFLINE left unset)
+    monkeypatch.setattr(sources, "unreachable", lambda url: f"no network: {url}")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    asked, real = [], huggingface_hub.hf_hub_download
+
+    def download(*args, **kwargs):
+        asked.append(kwargs.get("local_files_only"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     info = published({"_target_": "cnnlab.models.zoo.TimmNet", "arch": "convnext_atto"})
     assert info["image_size"] == 224
     with pytest.raises(ModelError, match=r"needs model.safetensors of timm/convnext_atto"):
         published_file(info)
+    # only the cache is asked: the hub's client would retry a connection for seconds
+    assert asked == [True]
 
 
 def test_timm_published_weights_come_from_the_hugging_face_cache(tiny_mnist, tmp_path, monkeypatch):

@@ -81,9 +81,14 @@ def published_file(info: dict[str, Any]) -> Path:
     if "hf" in info:
         from huggingface_hub import constants, hf_hub_download
 
+        from cnnlab.data.sources import unreachable
+
         repo, filename = info["hf"]
+        # offline, the hub's client retries its connection for many seconds before it gives
+        # up: with no name lookup for the hub, only the cache is asked
+        cached_only = unreachable(constants.ENDPOINT) is not None
         try:
-            return Path(hf_hub_download(repo, filename))
+            return Path(hf_hub_download(repo, filename, local_files_only=cached_only))
         except Exception as e:
             folder = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
             raise ModelError(

@@ -164,7 +164,7 @@ def _extract_archive(spec: DatasetSpec, data_dir: Path) -> bool:
     return True
 
 
-def _unreachable(url: str) -> str | None:
+def unreachable(url: str) -> str | None:
     """Why ``url``'s host cannot be reached (its name does not resolve), or None if it can."""
     host, timeout = urllib.parse.urlsplit(url).hostname or url, DNS_TIMEOUT_S
     outcome: list[BaseException | None] = []
@@ -195,7 +195,7 @@ def _download(spec: DatasetSpec, data_dir: Path) -> str | None:
     attempt (and its message) sees ``data_dir`` as it was.
     """
     url = spec.format.download_url()
-    offline = _unreachable(url)
+    offline = unreachable(url)
     if offline is not None:
         return f"download from {url}: {offline}"
     target = spec.target_dir(data_dir)
